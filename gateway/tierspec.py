@@ -1,0 +1,59 @@
+"""The GPU tiers as ``config/tiers.toml`` describes them: one source of truth read by the
+gateway (warmth defaults, model names) and by ``tiers/`` (the deployments themselves).
+
+>>> specs = load_tier_specs(Path("config/tiers.toml"))
+>>> specs["prod"].expected_cold_start_s
+424.0
+
+Pure data and a loader: importing this module pulls in nothing heavier than msgspec.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+Gpu = Literal["L40S", "A100-80GB", "A100-40GB", "H100", "H200", "L4", "A10G", "T4"]
+
+
+class TierSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One tier's deployment. Field comments live in config/tiers.toml beside the values."""
+
+    model: str
+    revision: str
+    served_model_name: str
+    gpu: Gpu
+    vllm_version: str
+    xgrammar_version: str
+    max_model_len: int
+    gpu_memory_utilization: float
+    max_concurrency: int
+    scaledown_window_s: float
+    min_containers: int = 0
+    startup_timeout_s: float
+    fast_boot: bool = False
+    expected_cold_start_s: float
+    port: int = 8000
+
+
+class TiersFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    tiers: dict[str, TierSpec]
+
+
+class TierSpecError(ValueError):
+    """The tiers file is missing or wrong; the message names the file and the key."""
+
+
+def load_tier_specs(path: Path) -> dict[str, TierSpec]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TierSpecError(f"{path}: cannot read the tiers file ({exc.strerror})") from exc
+    try:
+        return msgspec.toml.decode(raw, type=TiersFile).tiers
+    except msgspec.ValidationError as exc:
+        raise TierSpecError(f"{path}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise TierSpecError(f"{path}: not valid TOML ({exc})") from exc
