@@ -35,7 +35,7 @@ PROBLEM_BASE = "https://tier-gateway.dev/problems/"
 class GatewayError(Exception):
     """Base class. ``status``/``slug``/``title`` are per class; members are per instance."""
 
-    status: ClassVar[int] = 500
+    status: int = 500  # per class; an instance may carry the tier's own (UpstreamRejected)
     slug: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal gateway error"
 

@@ -1,0 +1,79 @@
+"""The application factory.
+
+>>> app = create_app(load_settings())                      # what `gateway serve` runs
+>>> app = create_app(settings, transport=respx_transport)  # tests: every tier call mocked
+
+The lifespan owns everything with a life of its own: one ``httpx.AsyncClient`` per tier,
+the warmth tracker and its background tasks. Nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from gateway.dispatch import Dispatcher
+from gateway.interim import InterimChecker, build_warmth
+from gateway.problems import EXCEPTION_HANDLERS
+from gateway.routes import generate, openai, ops
+from gateway.runtime import Runtime
+from gateway.settings import Settings, load_settings
+from gateway.upstream import TierClient
+
+
+def create_app(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Litestar:
+    """Build the app; ``transport`` replaces the network for every tier (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        clients = {
+            name: TierClient(tier, settings, transport=transport)
+            for name, tier in settings.tiers.items()
+        }
+        warmth = build_warmth(settings, clients, clock=clock)
+        runtime = Runtime(
+            settings=settings,
+            clients=clients,
+            warmth=warmth,
+            dispatcher=Dispatcher(settings, clients, warmth, clock=clock),
+            checker=InterimChecker(),
+        )
+        app.state.runtime = runtime
+        try:
+            await runtime.start()
+            yield
+        finally:
+            await runtime.aclose()
+
+    return Litestar(
+        route_handlers=[*generate.HANDLERS, *openai.HANDLERS, *ops.HANDLERS],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        middleware=[ops.request_id_middleware],
+        openapi_config=OpenAPIConfig(
+            title="tier-gateway",
+            version="0.1.0",
+            description="One URL in front of dev and prod tiers of JSON-schema-constrained "
+            "generation.",
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """The ASGI factory `gateway serve` hands to the server (each worker builds its own)."""
+    return create_app(load_settings())

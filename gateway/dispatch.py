@@ -1,0 +1,183 @@
+"""Serving one request: plan it, call the tier, fall back or wait as the client asked, and
+check the output. Handlers build the payload and the output check; this module owns time.
+
+>>> outcome = await dispatcher.serve(job)
+>>> outcome.served, outcome.reason
+('dev', 'cold-start')
+
+Failures of the primary that allow a fallback (under ``allow``, once, within what is left of
+the deadline): unreachable or 503 (``unavailable``), timeout or redirect chain exhausted
+(``timeout``), other 5xx or garbage (``upstream-error``), output cut at max_tokens or breaking
+the schema (``truncated`` / ``schema``). A 4xx from the tier is the request's fault and is
+never retried elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import msgspec
+
+from gateway.errors import (
+    GatewayError,
+    OutputInvalid,
+    TierTimeout,
+    TierUnavailable,
+    UpstreamError,
+)
+from gateway.routing import Action, Budget, Plan, TierView, plan_request
+from gateway.settings import FallbackMode, Settings, Tier
+from gateway.upstream import TierClient, TierReply
+
+
+class Warmth(Protocol):
+    """What dispatch needs of the warmth tracker (``gateway.warmth``)."""
+
+    def view(self, tier: str) -> TierView: ...
+    def record_success(self, tier: str, latency_s: float) -> None: ...
+    def record_failure(self, tier: str, error: str) -> None: ...
+    def trigger_warm_up(self, tier: str) -> None: ...
+    async def wait_warm(self, tier: str, timeout_s: float) -> bool: ...
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    requested: str
+    mode: FallbackMode
+    client_timeout_s: float | None
+    payload: Callable[[Tier], bytes]  # the upstream body for a given tier
+    check: Callable[[TierReply], Any] | None = None  # parse + validate; raises OutputInvalid
+    request_id: str | None = None
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    reply: TierReply
+    output: Any  # what ``check`` returned (None without a check)
+    requested: str
+    served: str
+    reason: str | None  # X-Fallback-Reason when served != requested (or a retry served)
+
+
+def failure_reason(error: GatewayError) -> str | None:
+    """The X-Fallback-Reason a failure earns, or None when it must not fall back."""
+    if isinstance(error, OutputInvalid):
+        return "truncated" if error.members.get("reason") == "truncated" else "schema"
+    if isinstance(error, TierUnavailable):
+        return "unavailable"
+    if isinstance(error, TierTimeout):
+        return "timeout"
+    if isinstance(error, UpstreamError):
+        return "upstream-error"
+    return None  # the client's fault: a fallback would fail the same way
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: dict[str, TierClient],
+        warmth: Warmth,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.warmth = warmth
+        self.clock = clock
+        self.fallbacks: dict[tuple[str, str], int] = {}  # (tier requested, reason) -> count
+
+    def plan(self, job: Job) -> tuple[Plan, Budget]:
+        tier = self.settings.tiers[job.requested]
+        budget = Budget.for_tier(tier, job.client_timeout_s)
+        views = {name: self.warmth.view(name) for name in tier.fallback}
+        plan = plan_request(
+            tier=tier,
+            mode=job.mode,
+            budget=budget,
+            view=self.warmth.view(tier.name),
+            fallbacks=views,
+        )
+        return plan, budget
+
+    async def serve(self, job: Job) -> Outcome:
+        started = self.clock()
+        plan, budget = self.plan(job)
+        if plan.warm_up:
+            self.warmth.trigger_warm_up(plan.primary)
+        for name in plan.warm_fallbacks:
+            self.warmth.trigger_warm_up(name)
+
+        if plan.action is Action.REFUSE:
+            raise self._refusal(plan)
+        if plan.action is Action.FALLBACK:
+            assert plan.fallback is not None
+            left = budget.deadline_s - (self.clock() - started)
+            return await self._call(job, plan.fallback, left, reason=plan.reason)
+        if plan.action is Action.WAIT:
+            if not await self.warmth.wait_warm(plan.primary, plan.primary_budget_s):
+                eta = self.warmth.view(plan.primary).eta_s
+                raise TierTimeout(
+                    f"tier {plan.primary} was not warm within {plan.primary_budget_s:g} s",
+                    tier=plan.primary,
+                    budget_s=round(plan.primary_budget_s, 3),
+                    eta_s=None if eta is None else round(eta, 1),
+                )
+            left = plan.primary_budget_s - (self.clock() - started)
+            return await self._call(job, plan.primary, left, reason=None)
+
+        try:
+            return await self._call(job, plan.primary, plan.primary_budget_s, reason=None)
+        except GatewayError as error:
+            reason = failure_reason(error)
+            if plan.fallback is None or reason is None:
+                raise
+            left = budget.deadline_s - (self.clock() - started)
+            if left <= 0:
+                raise
+            return await self._call(job, plan.fallback, left, reason=reason)
+
+    async def _call(self, job: Job, name: str, budget_s: float, *, reason: str | None) -> Outcome:
+        tier = self.settings.tiers[name]
+        if reason is not None:
+            key = (job.requested, reason)
+            self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
+        if budget_s <= 0:
+            raise TierTimeout(f"no time was left to call tier {name}", tier=name, budget_s=0.0)
+        try:
+            reply = await self.clients[name].complete(
+                job.payload(tier), budget_s=budget_s, request_id=job.request_id
+            )
+        except (TierUnavailable, TierTimeout) as error:
+            self.warmth.record_failure(name, error.detail)
+            raise
+        self.warmth.record_success(name, reply.latency_s)
+        output = job.check(reply) if job.check is not None else None
+        return Outcome(
+            reply=reply, output=output, requested=job.requested, served=name, reason=reason
+        )
+
+    def _refusal(self, plan: Plan) -> TierUnavailable:
+        tier = self.settings.tiers[plan.primary]
+        view = self.warmth.view(plan.primary)
+        headers = {}
+        if plan.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, round(plan.retry_after_s)))
+        if not tier.configured:
+            setting = f"GATEWAY_TIER_{tier.name.upper()}_URL"
+            return TierUnavailable(
+                f"tier {tier.name} is not configured: set {setting}",
+                tier=tier.name,
+                state="unconfigured",
+                missing_setting=setting,
+                headers=headers,
+            )
+        state = "down" if not view.usable else "cold"
+        eta = None if plan.retry_after_s is None else round(plan.retry_after_s, 1)
+        return TierUnavailable(
+            f"tier {tier.name} is {state}" + (f"; ready in about {eta:g} s" if eta else ""),
+            tier=tier.name,
+            state=state,
+            eta_s=eta,
+            headers=headers,
+        )

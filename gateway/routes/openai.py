@@ -1,0 +1,115 @@
+"""``POST /v1/chat/completions`` (the OpenAI subset) and ``GET /v1/models``.
+
+The official ``openai`` client works unchanged: point ``base_url`` at the gateway and name a
+tier (``dev``, ``prod``) or a tier's model as ``model``. A ``json_schema`` response format is
+preflighted and the answer validated exactly as on ``/generate``; the tier's JSON is then
+forwarded as it came, so nothing is re-encoded on the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import Response, get, post
+
+from gateway.decoding import decode_body
+from gateway.dispatch import Job
+from gateway.errors import OutputInvalid
+from gateway.openapi import json_body_operation
+from gateway.routes.common import AnyRequest, route, runtime_of, tier_headers
+from gateway.schemas import (
+    ChatCompletionRequest,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    ModelCard,
+    ModelList,
+)
+from gateway.settings import Tier
+from gateway.upstream import TierReply
+
+
+def check_json_object(reply: TierReply) -> Any:
+    first = reply.completion.choices[0]
+    if first.finish_reason == "length":
+        raise OutputInvalid("the output was truncated at max_tokens", reason="truncated", errors=[])
+    try:
+        value = msgspec.json.decode(first.message.content or "")
+    except msgspec.DecodeError as exc:
+        raise OutputInvalid(
+            f"the output is not JSON: {exc}", reason="invalid-json", errors=[]
+        ) from None
+    if not isinstance(value, dict):
+        raise OutputInvalid(
+            "json_object asks for a JSON object",
+            reason="schema-violation",
+            errors=[{"path": "$", "keyword": "type", "message": "expected an object"}],
+        )
+    return value
+
+
+@post(
+    "/v1/chat/completions",
+    status_code=200,
+    operation_class=json_body_operation(ChatCompletionRequest),
+    summary="OpenAI-compatible chat completion (non-streaming)",
+)
+async def chat_completions(request: AnyRequest) -> Response[Any]:
+    started = time.perf_counter()
+    runtime = runtime_of(request)
+    req = decode_body(await request.body(), ChatCompletionRequest)
+    choice, mode, timeout = route(request, runtime, model=req.model)
+
+    unenforced: tuple[str, ...] = ()
+    check = None
+    fmt = req.response_format
+    if isinstance(fmt, JsonSchemaFormat) and fmt.json_schema.schema is not None:
+        checked = runtime.checker.check(fmt.json_schema.schema)
+        unenforced = checked.unenforced
+
+        def check(reply: TierReply) -> Any:
+            first = reply.completion.choices[0]
+            return checked.validate_output(first.message.content or "", first.finish_reason)
+
+    elif isinstance(fmt, JsonObjectFormat):
+        check = check_json_object
+
+    def payload(tier: Tier) -> bytes:
+        return msgspec.json.encode(msgspec.structs.replace(req, model=tier.model))
+
+    outcome = await runtime.dispatcher.serve(
+        Job(
+            requested=choice.tier,
+            mode=mode,
+            client_timeout_s=timeout,
+            payload=payload,
+            check=check,
+            request_id=request.state.request_id,
+        )
+    )
+    return Response(
+        content=outcome.reply.body,
+        media_type="application/json",
+        headers=tier_headers(outcome, started, unenforced),
+    )
+
+
+@get("/v1/models", summary="The tiers, as models")
+async def list_models(request: AnyRequest) -> ModelList:
+    settings = runtime_of(request).settings
+    return ModelList(
+        data=[
+            ModelCard(
+                id=tier.name,
+                tier=tier.name,
+                upstream_model=tier.spec.model if tier.spec else tier.model,
+                gpu=tier.spec.gpu if tier.spec and tier.kind != "local" else None,
+                configured=tier.configured,
+            )
+            for tier in settings.tiers.values()
+        ]
+    )
+
+
+HANDLERS = [chat_completions, list_models]

@@ -1,0 +1,88 @@
+"""``gateway serve``: start the embedded CPU tier when it is needed, then the ASGI server.
+
+The embedded tier is a child process of this one (never of a worker), started before the
+server so that every worker sees the same URL; the gateway answers at once while the model
+loads, and requests meanwhile follow the cold-start rules. SIGTERM drains in-flight
+requests (the server's graceful shutdown), then the child is stopped and we exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from contextlib import closing
+
+from gateway.settings import EMBEDDED_URL_ENV, Settings
+
+GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish on SIGTERM
+CHILD_STOP_S = 10  # the CPU tier exits at once on SIGTERM; SIGKILL after this
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_local_tier(port: int) -> subprocess.Popen[bytes]:
+    """The CPU tier on loopback; its output goes to ours so its load is visible."""
+    return subprocess.Popen(  # noqa: S603  # fixed argv: this interpreter, our module
+        [sys.executable, "-m", "tiers.local", "--host", "127.0.0.1", "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(CHILD_STOP_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def describe(settings: Settings, host: str, port: int) -> str:
+    lines = [f"gateway: listening on http://{host}:{port}  (config {settings.config_path})"]
+    default = settings.env or settings.default_tier
+    for tier in settings.tiers.values():
+        where = tier.url or f"not configured (set GATEWAY_TIER_{tier.name.upper()}_URL)"
+        kind = "embedded CPU tier" if tier.kind == "local" else tier.kind
+        mark = " (default)" if tier.name == default else ""
+        lines.append(f"  {tier.name}{mark}: {kind} -> {where}")
+    return "\n".join(lines)
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
+    import uvicorn
+
+    child = None
+    embedded = settings.embedded_tier
+    if embedded is not None and embedded.url is None:
+        child_port = free_port()
+        url = f"http://127.0.0.1:{child_port}"
+        child = start_local_tier(child_port)
+        os.environ[EMBEDDED_URL_ENV] = url  # workers rebuild settings from the environment
+        settings = settings.with_tier_url(embedded.name, url)
+    os.environ.setdefault("GATEWAY_CONFIG", str(settings.config_path))
+    print(describe(settings, host, port), flush=True)
+    try:
+        uvicorn.run(
+            "gateway.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop" if sys.platform != "win32" else "asyncio",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+    finally:
+        if child is not None:
+            stop(child)
+    return 0

@@ -1,0 +1,232 @@
+"""Settings: built once from ``config/gateway.toml`` (+ ``tiers.toml``) and the environment,
+frozen, and passed into ``create_app(settings)``. This is the only module that reads
+``os.environ``.
+
+>>> settings = load_settings(environ={"GATEWAY_ENV": "prod"})
+>>> settings.tiers["prod"].timeouts.cold
+600.0
+
+Environment overrides (each named in errors with where it came from):
+
+- ``GATEWAY_CONFIG``: path of the TOML file (default: ``config/gateway.toml`` in the repo).
+- ``GATEWAY_ENV``: ``dev`` or ``prod``: the tier a request gets when it names none.
+- ``GATEWAY_TIER_<NAME>_URL``: root URL of the tier's OpenAI-compatible server.
+- ``GATEWAY_TIER_<NAME>_KIND``: ``openai`` or ``modal``.
+- ``GATEWAY_MODAL_KEY`` / ``GATEWAY_MODAL_SECRET``: Modal proxy-auth token for ``modal`` tiers.
+- ``GATEWAY_LOCAL_TIER``: ``auto`` (default: the embedded CPU tier serves ``dev`` when dev
+  has no URL) or ``off``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs
+
+MODAL_HOLD_S = 150.0  # a Modal web endpoint holds a request this long, then answers 303
+EMBEDDED_URL_ENV = "GATEWAY_EMBEDDED_TIER_URL"  # set by `gateway serve` for its workers
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.toml"
+
+Kind = Literal["modal", "openai"]
+FallbackMode = Literal["allow", "deny", "wait"]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class SettingsError(ValueError):
+    """A bad file or value; the message names the key and where it came from."""
+
+
+class Secret:
+    """A value that never shows itself in a repr, a log line or an error body."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    connect: Seconds = 10.0
+    warm: Seconds = 120.0  # whole request budget when the tier is warm
+    cold: Seconds = 600.0  # whole request budget when the tier must boot first
+
+
+class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    kind: Kind = "modal"
+    url: str | None = None
+    model: str | None = None  # the name sent upstream; defaults to tiers.toml served_model_name
+    fallback: tuple[str, ...] = ()
+    fallback_mode: FallbackMode = "deny"
+    keep_warm: str = "off"
+    max_redirects: int | None = None  # default: enough 150 s holds to cover the cold budget
+    timeouts: Timeouts = Timeouts()
+
+
+class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    default_tier: str = "dev"
+    tiers_file: str = "tiers.toml"
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    tiers: dict[str, TierFileEntry]
+
+
+class Tier(msgspec.Struct, frozen=True, kw_only=True):
+    """One tier, resolved: file entry + environment + tiers.toml facts."""
+
+    name: str
+    kind: Literal["modal", "openai", "local"]  # local: the embedded CPU tier, started by serve
+    url: str | None  # None: not configured (and not served by the embedded tier)
+    model: str
+    fallback: tuple[str, ...]
+    fallback_mode: FallbackMode
+    keep_warm: str
+    timeouts: Timeouts
+    max_redirects: int
+    spec: TierSpec | None  # None for a tier tiers.toml does not describe
+
+    @property
+    def configured(self) -> bool:
+        return self.url is not None
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Names a client may put in OpenAI's ``model`` field to pick this tier."""
+        names = [self.name, self.model]
+        if self.spec is not None:
+            names += [self.spec.model, self.spec.served_model_name]
+        return tuple(dict.fromkeys(names))
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    config_path: Path
+    env: Literal["dev", "prod"] | None
+    default_tier: str
+    max_body_bytes: int
+    tiers: dict[str, Tier]
+    local_tier: Literal["auto", "off"] = "auto"
+    modal_key: Secret | None = None
+    modal_secret: Secret | None = None
+
+    @property
+    def embedded_tier(self) -> Tier | None:
+        """The tier the embedded CPU tier must serve, if any (url filled in by ``serve``)."""
+        return next((t for t in self.tiers.values() if t.kind == "local"), None)
+
+    def with_tier_url(self, name: str, url: str) -> Settings:
+        tier = msgspec.structs.replace(self.tiers[name], url=url)
+        return msgspec.structs.replace(self, tiers={**self.tiers, name: tier})
+
+
+def _check_url(url: str, where: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{where}: {url!r} is not an http(s) URL")
+    return url.rstrip("/")
+
+
+def _choice(value: str, allowed: tuple[str, ...], where: str) -> str:
+    if value not in allowed:
+        raise SettingsError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def load_settings(
+    config_path: Path | str | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file and apply environment overrides; raise SettingsError on any fault."""
+    import os
+
+    env = dict(os.environ if environ is None else environ)
+    path = Path(config_path or env.get("GATEWAY_CONFIG") or DEFAULT_CONFIG)
+    source = "GATEWAY_CONFIG" if config_path is None and env.get("GATEWAY_CONFIG") else "config"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"{source} {path}: cannot read ({exc.strerror})") from exc
+    try:
+        file = msgspec.toml.decode(raw, type=GatewayFile)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise SettingsError(f"{path}: {exc}") from exc
+
+    specs: dict[str, TierSpec] = {}
+    if file.tiers_file:
+        try:
+            specs = load_tier_specs(path.parent / file.tiers_file)
+        except TierSpecError as exc:
+            raise SettingsError(f"{path}: tiers_file: {exc}") from exc
+
+    gateway_env = env.get("GATEWAY_ENV") or None
+    if gateway_env is not None:
+        _choice(gateway_env, ("dev", "prod"), "GATEWAY_ENV")
+    local_mode = _choice(
+        env.get("GATEWAY_LOCAL_TIER", "auto"), ("auto", "off"), "GATEWAY_LOCAL_TIER"
+    )
+
+    tiers: dict[str, Tier] = {}
+    for name, entry in file.tiers.items():
+        key = f"GATEWAY_TIER_{name.upper()}"
+        kind: str = entry.kind
+        if f"{key}_KIND" in env:
+            kind = _choice(env[f"{key}_KIND"], ("modal", "openai"), f"{key}_KIND")
+        url = entry.url
+        if env.get(f"{key}_URL"):
+            url = _check_url(env[f"{key}_URL"], f"{key}_URL")
+        elif url:
+            url = _check_url(url, f"{path}: tiers.{name}.url")
+        else:
+            url = None
+        for other in entry.fallback:
+            if other not in file.tiers or other == name:
+                raise SettingsError(f"{path}: tiers.{name}.fallback: no other tier named {other!r}")
+        spec = specs.get(name)
+        model = entry.model or (spec.served_model_name if spec else name)
+        if url is None and name == "dev" and local_mode == "auto":
+            kind = "local"  # the embedded CPU tier; `gateway serve` starts it, sets its URL
+            if env.get(EMBEDDED_URL_ENV):
+                url = _check_url(env[EMBEDDED_URL_ENV], EMBEDDED_URL_ENV)
+        hops = entry.max_redirects
+        if hops is None:
+            hops = math.ceil(entry.timeouts.cold / MODAL_HOLD_S) + 1
+        tiers[name] = Tier(
+            name=name,
+            kind=kind,  # type: ignore[arg-type]  # checked by _choice above
+            url=url,
+            model=model,
+            fallback=entry.fallback,
+            fallback_mode=entry.fallback_mode,
+            keep_warm=entry.keep_warm,
+            timeouts=entry.timeouts,
+            max_redirects=hops,
+            spec=spec,
+        )
+    if file.default_tier not in tiers:
+        raise SettingsError(f"{path}: default_tier: no tier named {file.default_tier!r}")
+    if gateway_env is not None and gateway_env not in tiers:
+        raise SettingsError(f"GATEWAY_ENV: no tier named {gateway_env!r} in {path}")
+
+    key_, secret = env.get("GATEWAY_MODAL_KEY"), env.get("GATEWAY_MODAL_SECRET")
+    if bool(key_) != bool(secret):
+        raise SettingsError("GATEWAY_MODAL_KEY and GATEWAY_MODAL_SECRET must be set together")
+    return Settings(
+        config_path=path,
+        env=gateway_env,  # type: ignore[arg-type]  # checked by _choice above
+        default_tier=file.default_tier,
+        max_body_bytes=file.max_body_bytes,
+        tiers=tiers,
+        local_tier=local_mode,  # type: ignore[arg-type]
+        modal_key=Secret(key_) if key_ else None,
+        modal_secret=Secret(secret) if secret else None,
+    )

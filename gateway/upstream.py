@@ -1,0 +1,273 @@
+"""Calling a tier: the one place that catches httpx errors and maps them onto the error tree.
+
+>>> client = TierClient(settings.tiers["prod"], settings)
+>>> reply = await client.complete(payload, budget_s=120.0, request_id="abc")
+>>> reply.completion.choices[0].message.content
+
+Every tier is an OpenAI-compatible server (vLLM, or the embedded CPU tier). A ``modal`` tier
+adds Modal's proxy-auth headers and may answer ``303 See Other`` to a result URL after
+holding a request for 150 s (a cold 32B boot takes ~7 minutes), so redirects are followed by
+hand, within the request's budget and the tier's hop limit, and credentials go only to the
+tier's own origin.
+
+Mapping (by exception type and status code, never by message text):
+
+=============================  =======================================
+connect error / connect timeout  503 TierUnavailable (Retry-After)
+budget used up, read timeout     504 TierTimeout (names the budget)
+more 303 hops than allowed       504 TierTimeout
+other transport errors           502 BadUpstreamResponse
+2xx with an unreadable body      502 BadUpstreamResponse
+400, 404, 413, 422 from the tier its status, UpstreamRejected (tier's reason)
+401, 403 from the tier           502 BadUpstreamResponse (gateway's credentials)
+408                              504 TierTimeout
+429, 503                         503 TierUnavailable (tier's Retry-After)
+other 5xx                        502 BadUpstreamResponse
+=============================  =======================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import msgspec
+
+from gateway.errors import (
+    BadUpstreamResponse,
+    GatewayError,
+    TierTimeout,
+    TierUnavailable,
+    UpstreamRejected,
+)
+from gateway.schemas import ChatCompletion
+from gateway.settings import Settings, Tier
+
+CHAT_PATH = "/v1/chat/completions"
+HEALTH_PATH = "/health"
+PROBE_TIMEOUT = httpx.Timeout(10.0, connect=5.0)  # a health answer is instant once up
+UNAVAILABLE_RETRY_S = 5  # Retry-After when a tier refused the connection: a restart, usually
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class TierReply(msgspec.Struct, frozen=True, kw_only=True):
+    body: bytes  # the tier's JSON, untouched (the OpenAI surface forwards it as is)
+    completion: ChatCompletion
+    latency_s: float
+    hops: int  # redirects followed
+
+
+class _UpstreamErrorBody(msgspec.Struct):
+    """vLLM's error envelope: ``{"error": {"message": ...}}`` (current) or the flat form."""
+
+    error: dict[str, Any] | None = None
+    message: str | None = None
+    detail: Any = None
+
+
+def upstream_reason(body: bytes) -> str:
+    """The tier's own words about a refusal, or a short excerpt of the body."""
+    try:
+        err = msgspec.json.decode(body, type=_UpstreamErrorBody)
+    except msgspec.MsgspecError:
+        return body[:300].decode("utf-8", "replace")
+    if err.error and isinstance(err.error.get("message"), str):
+        return str(err.error["message"])
+    if err.message:
+        return err.message
+    if err.detail is not None:
+        return str(err.detail)[:300]
+    return body[:300].decode("utf-8", "replace")
+
+
+def _retry_after(response: httpx.Response, default: int) -> str:
+    value = response.headers.get("retry-after", "")
+    return value if value.isdigit() else str(default)
+
+
+class TierClient:
+    """One ``httpx.AsyncClient`` per tier, owned by the app's lifespan."""
+
+    def __init__(
+        self,
+        tier: Tier,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.tier = tier
+        headers = {"user-agent": "tier-gateway/0.1"}
+        if tier.kind == "modal" and settings.modal_key and settings.modal_secret:
+            headers["Modal-Key"] = settings.modal_key.reveal()
+            headers["Modal-Secret"] = settings.modal_secret.reveal()
+        self._auth = {k: v for k, v in headers.items() if k.startswith("Modal-")}
+        self._origin = _origin(tier.url) if tier.url else None
+        self._client = httpx.AsyncClient(
+            base_url=tier.url or "http://unconfigured.invalid",
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(tier.timeouts.cold, connect=tier.timeouts.connect),
+            follow_redirects=False,  # followed by hand: budget, hop limit, credentials
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _unconfigured(self) -> TierUnavailable:
+        setting = f"GATEWAY_TIER_{self.tier.name.upper()}_URL"
+        return TierUnavailable(
+            f"tier {self.tier.name} is not configured: set {setting}",
+            tier=self.tier.name,
+            state="unconfigured",
+            missing_setting=setting,
+        )
+
+    async def complete(
+        self, payload: bytes, *, budget_s: float, request_id: str | None = None
+    ) -> TierReply:
+        """POST a chat completion; follow redirects; answer the parsed reply or raise."""
+        if self.tier.url is None:
+            raise self._unconfigured()
+        name = self.tier.name
+        started = time.perf_counter()
+        headers = {"content-type": "application/json"}
+        if request_id:
+            headers["x-request-id"] = request_id
+        try:
+            async with asyncio.timeout(budget_s):
+                response, hops = await self._send_following(
+                    self._client.build_request("POST", CHAT_PATH, content=payload, headers=headers),
+                    started=started,
+                    budget_s=budget_s,
+                )
+        except TimeoutError:
+            raise TierTimeout(
+                f"tier {name} did not answer within its {budget_s:g} s budget",
+                tier=name,
+                budget_s=round(budget_s, 3),
+            ) from None
+        except httpx.TimeoutException as exc:  # connect timeout: nobody is there
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise self._connect_failed() from None
+            raise TierTimeout(
+                f"tier {name} stopped answering within its {budget_s:g} s budget",
+                tier=name,
+                budget_s=round(budget_s, 3),
+            ) from None
+        except httpx.ConnectError:
+            raise self._connect_failed() from None
+        except httpx.TransportError as exc:
+            raise BadUpstreamResponse(
+                f"tier {name} broke off the exchange ({type(exc).__name__})", tier=name
+            ) from None
+        latency = time.perf_counter() - started
+        self._raise_for_status(response)
+        try:
+            completion = msgspec.json.decode(response.content, type=ChatCompletion)
+        except msgspec.MsgspecError:
+            raise BadUpstreamResponse(
+                f"tier {name} answered {response.status_code} with a body that is not a "
+                "chat completion",
+                tier=name,
+            ) from None
+        if not completion.choices:
+            raise BadUpstreamResponse(f"tier {name} answered with no choices", tier=name)
+        return TierReply(body=response.content, completion=completion, latency_s=latency, hops=hops)
+
+    async def _send_following(
+        self, request: httpx.Request, *, started: float, budget_s: float
+    ) -> tuple[httpx.Response, int]:
+        hops = 0
+        while True:
+            left = budget_s - (time.perf_counter() - started)
+            request.extensions["timeout"] = httpx.Timeout(
+                max(left, 0.001), connect=min(self.tier.timeouts.connect, max(left, 0.001))
+            ).as_dict()
+            response = await self._client.send(request)
+            if response.status_code not in REDIRECTS or "location" not in response.headers:
+                return response, hops
+            await response.aclose()
+            hops += 1
+            if hops > self.tier.max_redirects:
+                raise TierTimeout(
+                    f"tier {self.tier.name} was still booting after {hops - 1} redirects "
+                    f"(Modal holds each for 150 s); its limit is {self.tier.max_redirects}",
+                    tier=self.tier.name,
+                    budget_s=round(budget_s, 3),
+                    redirects=hops - 1,
+                )
+            target = urljoin(str(request.url), response.headers["location"])
+            same_origin = _origin(target) == self._origin
+            # 303 turns the call into a GET of the result URL; 307/308 repeat the POST.
+            method = "GET" if response.status_code in (301, 302, 303) else request.method
+            content = request.content if method == "POST" else None
+            request = self._client.build_request(method, target, content=content)
+            if not same_origin:  # never hand proxy-auth tokens to another host
+                for key in self._auth:
+                    request.headers.pop(key, None)
+
+    def _connect_failed(self) -> TierUnavailable:
+        name = self.tier.name
+        return TierUnavailable(
+            f"tier {name} could not be reached",
+            tier=name,
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_S)},
+        )
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        name = self.tier.name
+        error: GatewayError
+        if status in (400, 404, 413, 422):
+            reason = upstream_reason(response.content)
+            error = UpstreamRejected(
+                f"tier {name} rejected the request: {reason}",
+                status=status,
+                tier=name,
+                upstream_status=status,
+                upstream_reason=reason,
+            )
+        elif status in (401, 403):
+            error = BadUpstreamResponse(
+                f"tier {name} refused the gateway's credentials ({status}); check "
+                "GATEWAY_MODAL_KEY / GATEWAY_MODAL_SECRET",
+                tier=name,
+                upstream_status=status,
+            )
+        elif status == 408:
+            error = TierTimeout(f"tier {name} timed the request out", tier=name)
+        elif status in (429, 503):
+            error = TierUnavailable(
+                f"tier {name} is not taking requests now ({status})",
+                tier=name,
+                upstream_status=status,
+                headers={"Retry-After": _retry_after(response, UNAVAILABLE_RETRY_S)},
+            )
+        elif status == 504:
+            error = TierTimeout(f"tier {name}'s edge timed out", tier=name, upstream_status=504)
+        else:
+            error = BadUpstreamResponse(
+                f"tier {name} answered {status}", tier=name, upstream_status=status
+            )
+        raise error
+
+    async def probe(self) -> bool:
+        """``GET /health``: True when the tier says it is up. Never a completion."""
+        if self.tier.url is None:
+            return False
+        try:
+            response = await self._client.get(HEALTH_PATH, timeout=PROBE_TIMEOUT)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
