@@ -45,6 +45,7 @@ from gateway.errors import (
 )
 from gateway.schemas import ChatCompletion
 from gateway.settings import Settings, Tier
+from gateway.transport import default_transport
 
 CHAT_PATH = "/v1/chat/completions"
 HEALTH_PATH = "/health"
@@ -108,7 +109,7 @@ class TierClient:
         self._client = httpx.AsyncClient(
             base_url=tier.url or "http://unconfigured.invalid",
             headers=headers,
-            transport=transport,
+            transport=transport or default_transport(),  # tests inject theirs
             timeout=httpx.Timeout(tier.timeouts.cold, connect=tier.timeouts.connect),
             follow_redirects=False,  # followed by hand: budget, hop limit, credentials
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
