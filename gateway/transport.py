@@ -11,8 +11,8 @@ still hand ``create_app(..., transport=...)`` a mock transport instead.
 
 aiohttp's exceptions are translated here into httpx's, by type, most specific first, so
 ``gateway.upstream`` keeps mapping one exception tree. Behaviour that differs from httpx's
-transport, on purpose: no cookie jar (a tier's cookies must not leak between clients), and
-proxy variables are not read (``gateway.settings`` is the only reader of the environment).
+transport, on purpose: proxy variables are not read (``gateway.settings`` is the only reader
+of the environment), and aiohttp keeps no cookie jar of its own (httpx's client has one).
 """
 
 from __future__ import annotations

@@ -1,0 +1,211 @@
+"""gateway.transport against real loopback sockets: what httpx sees, and how TierClient
+maps each failure. A small asyncio server plays the tier, one scripted answer per test."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from gateway.errors import BadUpstreamResponse, TierTimeout, TierUnavailable
+from gateway.settings import load_settings
+from gateway.transport import default_transport
+from gateway.upstream import TierClient
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+COMPLETION = (
+    b'{"id":"x","model":"dev","choices":[{"index":0,"message":{"role":"assistant",'
+    b'"content":"{}"},"finish_reason":"stop"}]}'
+)
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head, await reader.readexactly(length) if length else b""
+
+
+def answer(status: str, body: bytes, *headers: str) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"content-length: {len(body)}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> str:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=default_transport()) as c:
+        yield c
+
+
+async def test_post_reaches_the_server_and_the_answer_comes_back(serve, client) -> None:
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await read_request(reader))
+        writer.write(answer("201 Created", b'{"ok":true}', "x-tier: dev", "set-cookie: a=b"))
+        await writer.drain()
+        writer.close()
+
+    url = await serve(handler)
+    response = await client.post(
+        url + "/v1/chat/completions", content=b'{"q":1}', headers={"x-request-id": "r1"}
+    )
+    assert response.status_code == 201
+    assert response.json() == {"ok": True}
+    assert response.headers["x-tier"] == "dev"
+    assert response.reason_phrase == "Created"
+    head, body = seen[0]
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert b"x-request-id: r1" in head.lower()
+    assert body == b'{"q":1}'
+
+
+async def test_keep_alive_reuses_one_connection(serve, client) -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(answer("200 OK", b"{}"))
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            writer.close()
+
+    url = await serve(handler)
+    for _ in range(3):
+        assert (await client.post(url + "/x", content=b"{}")).status_code == 200
+    assert connections == 1
+
+
+async def test_gzip_body_is_decoded_once_by_httpx(serve, client) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer("200 OK", gzip.compress(b'{"a":1}'), "content-encoding: gzip"))
+        await writer.drain()
+        writer.close()
+
+    url = await serve(handler)
+    assert (await client.get(url + "/x")).json() == {"a": 1}
+
+
+async def test_redirects_are_left_to_the_caller(serve, client) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer("303 See Other", b"", "location: /result/1"))
+        await writer.drain()
+        writer.close()
+
+    url = await serve(handler)
+    response = await client.post(url + "/x", content=b"{}")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/result/1"
+
+
+async def closed_port() -> str:
+    """A loopback URL nobody listens on: bind a port, close it, reuse its number."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    return f"http://127.0.0.1:{port}"
+
+
+async def test_refused_connection_is_a_connect_error(client) -> None:
+    with pytest.raises(httpx.ConnectError):
+        await client.get(await closed_port() + "/x")
+
+
+async def test_disconnect_before_answering_is_a_protocol_error(serve, client) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.close()
+
+    url = await serve(handler)
+    with pytest.raises(httpx.RemoteProtocolError):
+        await client.post(url + "/x", content=b"{}")
+
+
+async def test_silence_past_the_read_timeout_is_a_read_timeout(serve, client) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()  # say nothing until the client gives up and hangs up
+        writer.close()
+
+    url = await serve(handler)
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(url + "/x", content=b"{}", timeout=httpx.Timeout(5.0, read=0.2))
+
+
+def tier_client(url: str) -> TierClient:
+    settings = load_settings(
+        environ={
+            "GATEWAY_TIER_DEV_URL": url,
+            "GATEWAY_TIER_DEV_KIND": "openai",
+            "GATEWAY_LOCAL_TIER": "off",
+        }
+    )
+    return TierClient(settings.tiers["dev"], settings)  # no transport: the default one
+
+
+async def test_tier_client_uses_the_default_transport_end_to_end(serve) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer("200 OK", COMPLETION, "content-type: application/json"))
+        await writer.drain()
+        writer.close()
+
+    tier = tier_client(await serve(handler))
+    try:
+        reply = await tier.complete(b"{}", budget_s=5.0)
+    finally:
+        await tier.aclose()
+    assert reply.body == COMPLETION
+    assert reply.completion.choices[0].message.content == "{}"
+
+
+async def test_tier_client_maps_transport_failures(serve) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.close()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()  # say nothing until the client gives up and hangs up
+        writer.close()
+
+    cases: list[tuple[str, type[Exception], float]] = [
+        (await closed_port(), TierUnavailable, 5.0),
+        (await serve(hang_up), BadUpstreamResponse, 5.0),
+        (await serve(silent), TierTimeout, 0.3),
+    ]
+    for url, error, budget in cases:
+        tier = tier_client(url)
+        try:
+            with pytest.raises(error):
+                await tier.complete(b"{}", budget_s=budget)
+        finally:
+            await tier.aclose()
