@@ -12,8 +12,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from contextlib import closing
 
+from gateway.observability import configure_logging
 from gateway.settings import EMBEDDED_URL_ENV, Settings
 
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish on SIGTERM
@@ -68,6 +70,11 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
         os.environ[EMBEDDED_URL_ENV] = url  # workers rebuild settings from the environment
         settings = settings.with_tier_url(embedded.name, url)
     os.environ.setdefault("GATEWAY_CONFIG", str(settings.config_path))
+    configure_logging()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers share their metrics through files, so a scrape of any one sees them all.
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     print(describe(settings, host, port), flush=True)
     try:
         uvicorn.run(
