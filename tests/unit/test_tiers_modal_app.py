@@ -1,0 +1,129 @@
+"""The Modal app builds offline, without credentials, from config/tiers.toml.
+
+Each tier's module is imported the way `modal deploy -m tiers.modal_app` imports it (the tier
+named in TIERS_MODAL_TIER), and the test reads back what modal recorded from the decorators.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import msgspec
+import pytest
+
+pytest.importorskip("modal")
+
+from modal._utils.async_utils import synchronizer
+
+from gateway.tierspec import load_tier_specs
+from tiers import layout
+from tiers.deploy import compare
+from tiers.vllm_command import UnpinnedRevision, vllm_command
+
+SPECS = load_tier_specs(layout.TIERS_FILE)
+
+
+def load_app(
+    monkeypatch: pytest.MonkeyPatch, tier: str, tiers_file: Path | None = None
+) -> ModuleType:
+    monkeypatch.setenv(layout.TIER_ENV_VAR, tier)
+    if tiers_file is not None:
+        monkeypatch.setattr(layout, "TIERS_FILE", tiers_file)
+    monkeypatch.delitem(sys.modules, "tiers.modal_app", raising=False)
+    return importlib.import_module("tiers.modal_app")
+
+
+@pytest.fixture(autouse=True)
+def _forget_module() -> Iterator[None]:
+    yield
+    sys.modules.pop("tiers.modal_app", None)
+
+
+@pytest.mark.parametrize("tier", sorted(SPECS))
+def test_function_carries_the_tier_config(tier: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = SPECS[tier]
+    module = load_app(monkeypatch, tier)
+    assert module.app.name == f"tier-gateway-{tier}"
+    info = module.serve.info()
+    assert info.gpus == [(spec.gpu, 1)]
+    assert info.startup_timeout == spec.startup_timeout_s
+    assert info.timeout == spec.request_timeout_s
+    assert info.concurrency_info.max_inputs == spec.max_concurrency
+    assert info.web_info.unauthenticated is False  # proxy auth: refused at Modal's edge
+    assert {path: v.name for path, v in info.volumes.items()} == {
+        "/cache/huggingface": "tier-gateway-hf-cache",
+        "/cache/vllm": f"tier-gateway-{tier}-vllm-cache",
+    }
+    assert compare(spec, info) == []
+
+
+@pytest.mark.parametrize("tier", sorted(SPECS))
+def test_web_server_waits_for_a_whole_cold_boot(tier: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = SPECS[tier]
+    module = load_app(monkeypatch, tier)
+    webhook = synchronizer._translate_in(module.serve)._webhook_config
+    assert webhook.web_server_port == spec.port
+    assert webhook.web_server_startup_timeout == spec.startup_timeout_s  # not Modal's 5 s
+    assert webhook.requires_proxy_auth is True
+    assert webhook.requested_suffix == f"tier-gateway-{tier}"
+
+
+@pytest.mark.parametrize("tier", sorted(SPECS))
+def test_autoscaling_and_container_env_come_from_config(
+    tier: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = SPECS[tier]
+    module = load_app(monkeypatch, tier)
+    settings = module.function_settings(spec)
+    assert settings["scaledown_window"] == spec.scaledown_window_s
+    assert settings["min_containers"] == spec.min_containers
+    env = module.image_env(tier, spec)
+    assert env[layout.TIER_ENV_VAR] == tier  # the container re-imports the same tier
+    assert env["VLLM_CACHE_ROOT"] == "/cache/vllm"  # compile cache on its Volume
+    assert env["HF_HUB_CACHE"] == "/cache/huggingface"
+    assert "VLLM_SERVER_DEV_MODE" not in env
+    assert vllm_command(spec) == module.COMMAND
+
+
+def test_container_gets_only_the_sources_it_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load_app(monkeypatch, "dev")
+    keep = module._container_source
+    assert not keep(Path("/repo/gateway/tierspec.py"))
+    assert not keep(Path("/repo/tiers/vllm_command.py"))
+    assert keep(Path("/repo/gateway/app.py"))  # the gateway itself never ships
+    assert keep(Path("/repo/tiers/local/server.py"))  # nor the CPU tier
+
+
+def test_tier_must_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(layout.TIER_ENV_VAR, raising=False)
+    monkeypatch.delitem(sys.modules, "tiers.modal_app", raising=False)
+    with pytest.raises(RuntimeError, match="TIERS_MODAL_TIER"):
+        importlib.import_module("tiers.modal_app")
+
+
+def test_unpinned_revision_never_builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bad = tmp_path / "tiers.toml"
+    bad.write_text(layout.TIERS_FILE.read_text().replace(SPECS["prod"].revision, "main"))
+    with pytest.raises(UnpinnedRevision):
+        load_app(monkeypatch, "prod", bad)
+
+
+def test_snapshot_path_is_opt_in_and_builds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    text = layout.TIERS_FILE.read_text()
+    snap = tmp_path / "tiers.toml"
+    # Turn the snapshot on for dev only.
+    snap.write_text(text.replace("gpu_snapshot = false", "gpu_snapshot = true", 1))
+    assert load_tier_specs(snap)["dev"].gpu_snapshot
+    module = load_app(monkeypatch, "dev", snap)
+    assert not hasattr(module, "serve")
+    assert "--enable-sleep-mode" in module.COMMAND
+    assert module.image_env("dev", module.SPEC)["VLLM_SERVER_DEV_MODE"] == "1"
+    assert module.SnapshotServer is not None
+    default = msgspec.structs.replace(module.SPEC, gpu_snapshot=False)
+    assert "--enable-sleep-mode" not in vllm_command(default)
