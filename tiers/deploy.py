@@ -162,6 +162,16 @@ def compare(spec: TierSpec, info: Any) -> list[str]:
     ]
 
 
+def compare_autoscaler(spec: TierSpec, settings: Any) -> list[str]:
+    """Differences in the autoscaler (``FunctionAutoscalerSettings``), which Modal lets anyone
+    change at run time (``update_autoscaler``) without a deploy: reported, not failed."""
+    found: list[tuple[str, object, object]] = [
+        ("min_containers", settings.min_containers or 0, spec.min_containers),
+        ("scaledown_window", settings.scaledown_window, int(spec.scaledown_window_s)),
+    ]
+    return [f"{what}: live {got!r}, config {want!r}" for what, got, want in found if got != want]
+
+
 def doctor(
     *,
     config: Path = layout.TIERS_FILE,
@@ -214,6 +224,7 @@ def _check_deployed(name: str, spec: TierSpec, out: TextIO) -> int:
         function.hydrate()
         info = function.info()
         stats = function.get_current_stats()
+        autoscaler = function.autoscaler.settings()
     except modal.exception.NotFoundError:
         print(
             f"{name}: not deployed (no app {app!r}); run `gateway deploy --tier {name}`", file=out
@@ -225,6 +236,8 @@ def _check_deployed(name: str, spec: TierSpec, out: TextIO) -> int:
     problems = compare(spec, info)
     for problem in problems:
         print(f"{name}: {problem}; redeploy with `gateway deploy --tier {name}`", file=out)
+    for note in compare_autoscaler(spec, autoscaler):
+        print(f"{name}: note: {note} (changed at run time, or deployed from elsewhere)", file=out)
     print(
         f"{name}: {stats.num_total_runners} container(s) running, backlog {stats.backlog} "
         f"(checked without waking it)",

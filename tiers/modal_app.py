@@ -94,7 +94,7 @@ def _container_source(path: Path) -> bool:
         "modal_app.py",
         "snapshot.py",
     }
-    return path.name not in wanted or "local" in path.parts
+    return path.name not in wanted or path.parent.name not in {"gateway", "tiers"}
 
 
 def build_image(tier: str, spec: TierSpec) -> modal.Image:

@@ -11,7 +11,7 @@ import pytest
 from gateway.tierspec import TierSpec, load_tier_specs
 from tiers import deploy as deploy_mod
 from tiers import layout
-from tiers.deploy import deploy, doctor
+from tiers.deploy import compare_autoscaler, deploy, doctor
 
 SPECS = load_tier_specs(layout.TIERS_FILE)
 TOKEN = {"MODAL_TOKEN_ID": "ak-test", "MODAL_TOKEN_SECRET": "as-test"}
@@ -155,3 +155,18 @@ def test_doctor_flags_a_bad_tiers_file(tmp_path: Path, monkeypatch: pytest.Monke
     assert doctor(config=bad, out=out) == 1
     assert "prod: tier 'prod': revision 'main'" in out.getvalue()
     assert "modal is not installed" in out.getvalue()
+
+
+def test_autoscaler_drift_is_listed() -> None:
+    modal_types = pytest.importorskip("modal.types")
+    live = modal_types.FunctionAutoscalerSettings(
+        min_containers=None, max_containers=None, scaledown_window=900, buffer_containers=None
+    )
+    assert compare_autoscaler(SPECS["prod"], live) == []
+    warm = modal_types.FunctionAutoscalerSettings(
+        min_containers=1, max_containers=None, scaledown_window=60, buffer_containers=None
+    )
+    assert compare_autoscaler(SPECS["prod"], warm) == [
+        "min_containers: live 1, config 0",
+        "scaledown_window: live 60, config 900",
+    ]

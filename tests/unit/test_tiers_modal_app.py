@@ -6,6 +6,7 @@ named in TIERS_MODAL_TIER), and the test reads back what modal recorded from the
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 from collections.abc import Iterator
@@ -96,6 +97,8 @@ def test_container_gets_only_the_sources_it_imports(monkeypatch: pytest.MonkeyPa
     assert not keep(Path("/repo/tiers/vllm_command.py"))
     assert keep(Path("/repo/gateway/app.py"))  # the gateway itself never ships
     assert keep(Path("/repo/tiers/local/server.py"))  # nor the CPU tier
+    assert keep(Path("/repo/tiers/local/__init__.py"))
+    assert keep(Path("/repo/gateway/routes/__init__.py"))
 
 
 def test_tier_must_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,3 +130,18 @@ def test_snapshot_path_is_opt_in_and_builds(
     assert module.SnapshotServer is not None
     default = msgspec.structs.replace(module.SPEC, gpu_snapshot=False)
     assert "--enable-sleep-mode" not in vllm_command(default)
+
+
+def test_compare_names_each_drifted_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    info = load_app(monkeypatch, "prod").serve.info()
+    drifted = dataclasses.replace(
+        info,
+        gpus=[("A100-40GB", 1)],
+        startup_timeout=300,
+        web_info=dataclasses.replace(info.web_info, unauthenticated=True),
+    )
+    assert compare(SPECS["prod"], drifted) == [
+        "gpu: deployed ['A100-40GB'], config ['A100-80GB']",
+        "startup_timeout: deployed 300, config 900",
+        "proxy auth required: deployed False, config True",
+    ]
