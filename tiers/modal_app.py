@@ -94,7 +94,9 @@ def _container_source(path: Path) -> bool:
         "modal_app.py",
         "snapshot.py",
     }
-    return path.name not in wanted or path.parent.name not in {"gateway", "tiers"}
+    # modal passes paths relative to the package directory: subpackages (gateway/routes,
+    # tiers/local) have more than one part and are never shipped.
+    return len(path.parts) != 1 or path.name not in wanted
 
 
 def build_image(tier: str, spec: TierSpec) -> modal.Image:

@@ -92,13 +92,14 @@ def test_autoscaling_and_container_env_come_from_config(
 
 def test_container_gets_only_the_sources_it_imports(monkeypatch: pytest.MonkeyPatch) -> None:
     module = load_app(monkeypatch, "dev")
-    keep = module._container_source
-    assert not keep(Path("/repo/gateway/tierspec.py"))
-    assert not keep(Path("/repo/tiers/vllm_command.py"))
-    assert keep(Path("/repo/gateway/app.py"))  # the gateway itself never ships
-    assert keep(Path("/repo/tiers/local/server.py"))  # nor the CPU tier
-    assert keep(Path("/repo/tiers/local/__init__.py"))
-    assert keep(Path("/repo/gateway/routes/__init__.py"))
+    keep = module._container_source  # True means "leave out"; paths relative to the package
+    assert not keep(Path("tierspec.py"))
+    assert not keep(Path("vllm_command.py"))
+    assert keep(Path("app.py"))  # the gateway itself never ships
+    assert keep(Path("py.typed"))
+    assert keep(Path("local/server.py"))  # nor the CPU tier
+    assert keep(Path("local/__init__.py"))
+    assert keep(Path("routes/__init__.py"))
 
 
 def test_tier_must_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,4 +145,52 @@ def test_compare_names_each_drifted_setting(monkeypatch: pytest.MonkeyPatch) -> 
         "gpu: deployed ['A100-40GB'], config ['A100-80GB']",
         "startup_timeout: deployed 300, config 900",
         "proxy auth required: deployed False, config True",
+    ]
+
+
+def test_container_reimport_needs_only_the_shipped_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Lay out /root as the image would (the sources modal ships + the tiers file) and import
+    tiers.modal_app there, in a fresh interpreter that cannot see the repository."""
+    import subprocess
+
+    from modal.mount import _Mount
+
+    module = load_app(monkeypatch, "prod")
+    root = tmp_path / "root"
+    mount = _Mount._from_local_python_packages("gateway", "tiers", ignore=module._container_source)
+    shipped = [remote for entry in mount._entries for _, remote in entry.get_files_to_upload()]
+    for local, remote in (p for entry in mount._entries for p in entry.get_files_to_upload()):
+        target = root / Path(remote).relative_to("/root")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(Path(local).read_bytes())
+    config = root / Path(layout.CONTAINER_TIERS_FILE).relative_to("/root")
+    config.parent.mkdir(parents=True)
+    config.write_bytes(layout.TIERS_FILE.read_bytes())
+    assert sorted(shipped) == [
+        "/root/gateway/__init__.py",
+        "/root/gateway/tierspec.py",
+        "/root/tiers/__init__.py",
+        "/root/tiers/layout.py",
+        "/root/tiers/modal_app.py",
+        "/root/tiers/snapshot.py",
+        "/root/tiers/vllm_command.py",
+    ]
+
+    code = "import tiers.modal_app as m; print(m.app.name, m.SPEC.model, m.layout.TIERS_FILE)"
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), layout.TIER_ENV_VAR: "prod"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        "tier-gateway-prod",
+        "Qwen/Qwen2.5-32B-Instruct",
+        str(config),
     ]
