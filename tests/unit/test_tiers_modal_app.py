@@ -160,7 +160,7 @@ def test_container_reimport_needs_only_the_shipped_files(
     module = load_app(monkeypatch, "prod")
     root = tmp_path / "root"
     mount = _Mount._from_local_python_packages("gateway", "tiers", ignore=module._container_source)
-    shipped = [remote for entry in mount._entries for _, remote in entry.get_files_to_upload()]
+    shipped = [str(remote) for entry in mount._entries for _, remote in entry.get_files_to_upload()]
     for local, remote in (p for entry in mount._entries for p in entry.get_files_to_upload()):
         target = root / Path(remote).relative_to("/root")
         target.parent.mkdir(parents=True, exist_ok=True)
