@@ -54,7 +54,6 @@ def main(
         return 2
     print(shlex.join(command), file=err, flush=True)
     os.execv(executable, command)  # noqa: S606 - replace this process: signals reach vLLM
-    return 0  # pragma: no cover - execv does not return
 
 
 if __name__ == "__main__":
