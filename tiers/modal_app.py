@@ -36,8 +36,6 @@ from gateway.tierspec import TierSpec
 from tiers import layout
 from tiers.vllm_command import check_pinned, vllm_command
 
-MINUTES = 60
-
 
 def selected_tier() -> str:
     tier = os.environ.get(layout.TIER_ENV_VAR, "")
