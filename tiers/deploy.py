@@ -121,7 +121,11 @@ def deploy(
             flush=True,
         )
         print(f"  vLLM: {shlex.join(vllm_command(spec))}", file=out, flush=True)
-        status = run(argv, {**env, layout.TIER_ENV_VAR: name}, layout.ROOT)
+        status = run(
+            argv,
+            {**env, layout.TIER_ENV_VAR: name, layout.CONFIG_ENV_VAR: str(config.resolve())},
+            layout.ROOT,
+        )
         if status != 0:
             print(f"deploy: `modal deploy` failed for {name} (exit {status})", file=err)
             return status

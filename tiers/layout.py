@@ -22,6 +22,9 @@ CONTAINER_TIERS_FILE = "/root/config/tiers.toml"
 # Which tier `modal deploy -m tiers.modal_app` builds. Set by tiers.deploy, and baked into the
 # image so the container's re-import of modal_app builds the same tier.
 TIER_ENV_VAR = "TIERS_MODAL_TIER"
+# Another tiers file for a deploy (`deploy(config=...)` sets it). Read only outside the
+# container: the image holds whichever file was deployed, at CONTAINER_TIERS_FILE.
+CONFIG_ENV_VAR = "TIERS_MODAL_CONFIG"
 
 FUNCTION_NAME = "serve"  # the web_server function (or class) in each tier's app
 SNAPSHOT_CLASS_NAME = "SnapshotServer"  # the experimental GPU-snapshot variant

@@ -97,14 +97,18 @@ def _container_source(path: Path) -> bool:
     return len(path.parts) != 1 or path.name not in wanted
 
 
-def build_image(tier: str, spec: TierSpec) -> modal.Image:
+def tiers_file() -> Path:
+    return Path(os.environ.get(layout.CONFIG_ENV_VAR) or layout.TIERS_FILE)
+
+
+def build_image(tier: str, spec: TierSpec, config: Path) -> modal.Image:
     return (
         modal.Image.debian_slim(python_version="3.12")
         # Both pinned: vLLM pins the XGrammar it was tested with, so a mismatched pair in
         # tiers.toml fails here, at build time, instead of drifting.
         .uv_pip_install(f"vllm=={spec.vllm_version}", f"xgrammar=={spec.xgrammar_version}")
         .env(image_env(tier, spec))
-        .add_local_file(layout.TIERS_FILE, layout.CONTAINER_TIERS_FILE)
+        .add_local_file(config, layout.CONTAINER_TIERS_FILE)
         .add_local_python_source("gateway", "tiers", ignore=_container_source)
     )
 
@@ -121,13 +125,14 @@ def volumes(tier: str) -> dict[str, modal.Volume]:
 
 
 TIER = selected_tier()
-SPEC = layout.load_tier(TIER, layout.TIERS_FILE)
+TIERS_FILE = tiers_file()
+SPEC = layout.load_tier(TIER, TIERS_FILE)
 check_pinned(TIER, SPEC)
 COMMAND = vllm_command(SPEC, sleep_mode=SPEC.gpu_snapshot)
 
 app = modal.App(layout.app_name(TIER))
 _options: dict[str, Any] = {
-    "image": build_image(TIER, SPEC),
+    "image": build_image(TIER, SPEC, TIERS_FILE),
     "volumes": volumes(TIER),
     **function_settings(SPEC),
 }

@@ -57,6 +57,7 @@ def test_deploy_one_tier_prints_the_gateway_url(monkeypatch: pytest.MonkeyPatch)
     [(argv, env, cwd)] = runner.calls
     assert argv == ["modal", "deploy", "-m", "tiers.modal_app"]
     assert env[layout.TIER_ENV_VAR] == "prod"
+    assert env[layout.CONFIG_ENV_VAR] == str(layout.TIERS_FILE)
     assert cwd == layout.ROOT
     assert "GATEWAY_TIER_PROD_URL=https://ws--tier-gateway-prod.modal.run" in out
     assert "GATEWAY_MODAL_KEY=" in out

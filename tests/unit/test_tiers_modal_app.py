@@ -32,8 +32,10 @@ def load_app(
     monkeypatch: pytest.MonkeyPatch, tier: str, tiers_file: Path | None = None
 ) -> ModuleType:
     monkeypatch.setenv(layout.TIER_ENV_VAR, tier)
-    if tiers_file is not None:
-        monkeypatch.setattr(layout, "TIERS_FILE", tiers_file)
+    if tiers_file is None:
+        monkeypatch.delenv(layout.CONFIG_ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(layout.CONFIG_ENV_VAR, str(tiers_file))
     monkeypatch.delitem(sys.modules, "tiers.modal_app", raising=False)
     return importlib.import_module("tiers.modal_app")
 
@@ -128,6 +130,7 @@ def test_snapshot_path_is_opt_in_and_builds(
     assert not hasattr(module, "serve")
     assert "--enable-sleep-mode" in module.COMMAND
     assert module.image_env("dev", module.SPEC)["VLLM_SERVER_DEV_MODE"] == "1"
+    assert snap == module.TIERS_FILE  # the file deployed is the file shipped
     assert module.SnapshotServer is not None
     default = msgspec.structs.replace(module.SPEC, gpu_snapshot=False)
     assert "--enable-sleep-mode" not in vllm_command(default)
