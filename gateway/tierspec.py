@@ -42,6 +42,7 @@ class TierSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_concurrency: Count
     scaledown_window_s: ScaledownWindow
     min_containers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    max_containers: Count | None = None  # None: Modal's own limit (the workspace's GPU quota)
     startup_timeout_s: Positive
     request_timeout_s: Positive = 600.0
     fast_boot: bool = False

@@ -171,6 +171,7 @@ def compare_autoscaler(spec: TierSpec, settings: Any) -> list[str]:
     change at run time (``update_autoscaler``) without a deploy: reported, not failed."""
     found: list[tuple[str, object, object]] = [
         ("min_containers", settings.min_containers or 0, spec.min_containers),
+        ("max_containers", settings.max_containers, spec.max_containers),
         ("scaledown_window", settings.scaledown_window, int(spec.scaledown_window_s)),
     ]
     return [f"{what}: live {got!r}, config {want!r}" for what, got, want in found if got != want]

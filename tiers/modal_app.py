@@ -69,6 +69,7 @@ def function_settings(spec: TierSpec) -> dict[str, Any]:
         "startup_timeout": int(spec.startup_timeout_s),  # container start, vLLM boot included
         "scaledown_window": int(spec.scaledown_window_s),
         "min_containers": spec.min_containers,
+        "max_containers": spec.max_containers,
         "include_source": False,  # the sources it needs are added to the image explicitly
     }
 

@@ -161,7 +161,7 @@ def test_doctor_flags_a_bad_tiers_file(tmp_path: Path, monkeypatch: pytest.Monke
 def test_autoscaler_drift_is_listed() -> None:
     modal_types = pytest.importorskip("modal.types")
     live = modal_types.FunctionAutoscalerSettings(
-        min_containers=None, max_containers=None, scaledown_window=900, buffer_containers=None
+        min_containers=None, max_containers=2, scaledown_window=900, buffer_containers=None
     )
     assert compare_autoscaler(SPECS["prod"], live) == []
     warm = modal_types.FunctionAutoscalerSettings(
@@ -169,5 +169,6 @@ def test_autoscaler_drift_is_listed() -> None:
     )
     assert compare_autoscaler(SPECS["prod"], warm) == [
         "min_containers: live 1, config 0",
+        "max_containers: live None, config 2",
         "scaledown_window: live 60, config 900",
     ]

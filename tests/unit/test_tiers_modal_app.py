@@ -84,6 +84,7 @@ def test_autoscaling_and_container_env_come_from_config(
     settings = module.function_settings(spec)
     assert settings["scaledown_window"] == spec.scaledown_window_s
     assert settings["min_containers"] == spec.min_containers
+    assert settings["max_containers"] == spec.max_containers
     env = module.image_env(tier, spec)
     assert env[layout.TIER_ENV_VAR] == tier  # the container re-imports the same tier
     assert env["VLLM_CACHE_ROOT"] == "/cache/vllm"  # compile cache on its Volume

@@ -60,6 +60,7 @@ def test_experimental_snapshots_are_off_by_default() -> None:
         ('gpu = "L40S"', 'gpu = "L40"', "gpu"),
         ("max_concurrency = 16", "max_concurrency = 0", "max_concurrency"),
         ("port = 8000", "port = 80000", "port"),
+        ("max_containers = 2", "max_containers = 0", "max_containers"),
         ("fast_boot = false", "fast_boot = false\nkeep_warm = true", "keep_warm"),
     ],
 )
