@@ -30,6 +30,8 @@ from tiers.vllm_command import UnpinnedRevision, check_pinned, vllm_command
 Runner = Callable[[list[str], Mapping[str, str], Path], int]
 # tier -> web URL, or raises. The default asks Modal (needs credentials).
 UrlLookup = Callable[[str, TierSpec], str]
+# tier -> where the weights landed, or raises. The default runs the deployed download function.
+Prefetch = Callable[[str, TierSpec], str]
 
 INSTALL_HINT = "pip install 'tier-gateway[modal]' (modal>=1.6,<2)"
 TOKEN_HINT = "run `modal token new`, or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET"  # noqa: S105 - a hint, not a secret
@@ -68,6 +70,13 @@ def modal_web_url(tier: str, spec: TierSpec) -> str:
     return str(modal.Function.from_name(name, layout.FUNCTION_NAME).get_web_url())
 
 
+def modal_prefetch(tier: str, spec: TierSpec) -> str:
+    import modal  # optional dependency: imported only here
+
+    function = modal.Function.from_name(layout.app_name(tier), layout.DOWNLOAD_FUNCTION_NAME)
+    return str(function.remote())
+
+
 def _select(tier: str, config: Path, err: TextIO) -> dict[str, TierSpec] | None:
     try:
         specs = load_tier_specs(config)
@@ -96,11 +105,16 @@ def deploy(
     config: Path = layout.TIERS_FILE,
     run: Runner = _run,
     lookup_url: UrlLookup = modal_web_url,
+    prefetch: Prefetch | None = modal_prefetch,
     environ: Mapping[str, str] | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Deploy one tier, or ``all``; print the gateway settings that point at them."""
+    """Deploy one tier, or ``all``; print the gateway settings that point at them.
+
+    After each deploy the tier's weights are fetched into the Volume by a CPU-only function
+    (``prefetch=None`` skips it), so the first GPU boot reads them instead of downloading.
+    """
     env = dict(os.environ if environ is None else environ)
     selected = _select(tier, config, err)
     if selected is None:
@@ -129,6 +143,21 @@ def deploy(
         if status != 0:
             print(f"deploy: `modal deploy` failed for {name} (exit {status})", file=err)
             return status
+        if prefetch is not None:
+            print(
+                f"  fetching {spec.model}@{spec.revision[:12]} into the weights Volume "
+                "(CPU only; minutes the first time)",
+                file=out,
+                flush=True,
+            )
+            try:
+                print(f"  weights at {prefetch(name, spec)}", file=out, flush=True)
+            except Exception as exc:  # noqa: BLE001 - the deploy stands; the boot will download
+                print(
+                    f"deploy: {name}: weights prefetch failed ({exc}); the first boot will "
+                    "download them instead",
+                    file=err,
+                )
         try:
             urls[name] = lookup_url(name, spec)
         except Exception as exc:  # noqa: BLE001 - deployed; only the URL look-up failed

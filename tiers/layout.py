@@ -27,6 +27,7 @@ TIER_ENV_VAR = "TIERS_MODAL_TIER"
 CONFIG_ENV_VAR = "TIERS_MODAL_CONFIG"
 
 FUNCTION_NAME = "serve"  # the web_server function (or class) in each tier's app
+DOWNLOAD_FUNCTION_NAME = "download_weights"  # CPU-only: fills the weights Volume
 SNAPSHOT_CLASS_NAME = "SnapshotServer"  # the experimental GPU-snapshot variant
 
 # Volumes: weights are shared (keyed by model and revision inside the HF cache); the compile

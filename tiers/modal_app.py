@@ -132,11 +132,29 @@ check_pinned(TIER, SPEC)
 COMMAND = vllm_command(SPEC, sleep_mode=SPEC.gpu_snapshot)
 
 app = modal.App(layout.app_name(TIER))
-_options: dict[str, Any] = {
-    "image": build_image(TIER, SPEC, TIERS_FILE),
-    "volumes": volumes(TIER),
-    **function_settings(SPEC),
-}
+IMAGE = build_image(TIER, SPEC, TIERS_FILE)
+VOLUMES = volumes(TIER)
+_options: dict[str, Any] = {"image": IMAGE, "volumes": VOLUMES, **function_settings(SPEC)}
+
+# The prod weights are ~61 GiB: downloading them inside the first GPU boot would spend A100
+# time on the network and can outlast the startup timeout. tiers.deploy runs this first.
+DOWNLOAD_TIMEOUT_S = 3600
+
+
+@app.function(
+    image=IMAGE,
+    volumes={layout.HF_CACHE_PATH: VOLUMES[layout.HF_CACHE_PATH]},
+    timeout=DOWNLOAD_TIMEOUT_S,
+    include_source=False,
+)
+def download_weights() -> str:
+    """Fetch the tier's pinned snapshot into the weights Volume (no GPU); idempotent."""
+    from huggingface_hub import snapshot_download  # in the image, with vLLM
+
+    path = snapshot_download(SPEC.model, revision=SPEC.revision)
+    VOLUMES[layout.HF_CACHE_PATH].commit()  # visible to GPU containers now, not at exit
+    return str(path)
+
 
 if not SPEC.gpu_snapshot:
 

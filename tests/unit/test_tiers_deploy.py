@@ -33,6 +33,10 @@ def fake_url(tier: str, spec: TierSpec) -> str:
     return f"https://ws--tier-gateway-{tier}.modal.run"
 
 
+def fake_prefetch(tier: str, spec: TierSpec) -> str:
+    return f"/cache/huggingface/models--{spec.model.replace('/', '--')}/snapshots/{spec.revision}"
+
+
 def run_deploy(
     tier: str, runner: Recorder, environ: Mapping[str, str], **kw: object
 ) -> tuple[int, str, str]:
@@ -41,6 +45,7 @@ def run_deploy(
         tier,
         run=runner,
         lookup_url=fake_url,
+        prefetch=fake_prefetch,
         environ=environ,
         out=out,
         err=err,
@@ -62,6 +67,7 @@ def test_deploy_one_tier_prints_the_gateway_url(monkeypatch: pytest.MonkeyPatch)
     assert "GATEWAY_TIER_PROD_URL=https://ws--tier-gateway-prod.modal.run" in out
     assert "GATEWAY_MODAL_KEY=" in out
     assert "GATEWAY_TIER_DEV_URL" not in out
+    assert f"weights at {fake_prefetch('prod', SPECS['prod'])}" in out
 
 
 def test_deploy_all_deploys_every_tier_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,3 +178,31 @@ def test_autoscaler_drift_is_listed() -> None:
         "max_containers: live None, config 2",
         "scaledown_window: live 60, config 900",
     ]
+
+
+def test_prefetch_failure_keeps_the_deploy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deploy_mod, "modal_cli", lambda: ["modal"])
+
+    def hub_down(tier: str, spec: TierSpec) -> str:
+        raise TimeoutError("hub unreachable")
+
+    out, err = io.StringIO(), io.StringIO()
+    status = deploy(
+        "dev",
+        run=Recorder(),
+        lookup_url=fake_url,
+        prefetch=hub_down,
+        environ=TOKEN,
+        out=out,
+        err=err,
+    )
+    assert status == 0
+    assert "weights prefetch failed (hub unreachable)" in err.getvalue()
+    assert "GATEWAY_TIER_DEV_URL=https://ws--tier-gateway-dev.modal.run" in out.getvalue()
+
+
+def test_prefetch_can_be_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deploy_mod, "modal_cli", lambda: ["modal"])
+    out = io.StringIO()
+    deploy("dev", run=Recorder(), lookup_url=fake_url, prefetch=None, environ=TOKEN, out=out)
+    assert "weights" not in out.getvalue()

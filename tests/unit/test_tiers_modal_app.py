@@ -198,3 +198,15 @@ def test_container_reimport_needs_only_the_shipped_files(
         "Qwen/Qwen2.5-32B-Instruct",
         str(config),
     ]
+
+
+@pytest.mark.parametrize("tier", sorted(SPECS))
+def test_weights_download_runs_without_a_gpu(tier: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load_app(monkeypatch, tier)
+    info = module.download_weights.info()
+    assert info.gpus == []  # the Hub download never holds a GPU
+    assert info.timeout == module.DOWNLOAD_TIMEOUT_S
+    assert {path: v.name for path, v in info.volumes.items()} == {
+        "/cache/huggingface": "tier-gateway-hf-cache"
+    }
+    assert info.web_info is None  # not reachable from the Internet
