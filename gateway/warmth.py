@@ -2,10 +2,16 @@
 
 States, each with the time it was entered (``since``)::
 
-    unknown ──success──▶ warm ◀──success── cold ──warm_up──▶ warming ──healthy──▶ warm
-       │                  │  ▲                ▲                  │
-       │                  │  └── scale-down window passed ───────┼─(presumed, no probe)
-       └──failures──▶  down ◀──── N failures / startup deadline ─┘
+    from             event                                              to
+    unknown, cold    a success (a request, or a warm-up's healthy probe)  warm
+    unknown, cold    warm_up takes the lease                              warming
+    warming          the probe answers healthy, or a request succeeds     warm
+    warming          the startup deadline passes                          down
+    warming          its lease expires unreleased (the worker died)       cold*
+    warm             the scale-down window passes with no success         cold (presumed)
+    not warming      ``failures_to_down`` failures in a row               down
+    down             a success / warm_up after ``down_retry_after_s``     warm / warming
+                                              (* ``unknown`` if the tier never scales to zero)
 
 A scale-to-zero tier starts presumed ``cold`` (outside keep-warm): on Modal a request to a
 cold endpoint is held for the whole boot, so coldness is presumed, never learned by waiting.
@@ -288,13 +294,16 @@ class WarmthTracker:
         return {tier: self._status(tier) for tier in self._configs}
 
     async def wait_warm(self, tier: str, timeout_s: float) -> bool:
-        """True once the tier is warm; False at ``timeout_s`` or as soon as it is down.
-        Starts nothing: pair it with ``trigger_warm_up``."""
+        """True once the tier is warm; False at ``timeout_s``, or as soon as it is down with
+        no warm-up of this worker under way. Starts nothing: pair it with
+        ``trigger_warm_up``."""
         deadline = self.clock.monotonic() + timeout_s
         while True:
             current = await self.state(tier)
-            if current.state in ("warm", "down"):
-                return current.state == "warm"
+            if current.state == "warm":
+                return True
+            if current.state == "down" and tier not in self._warmups:
+                return False
             remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
                 return False
@@ -365,11 +374,16 @@ class WarmthTracker:
 
     def _warm_up_task(self, tier: str, probe: Probe) -> asyncio.Task[TierState]:
         task = self._warmups.get(tier)
-        if task is None:
+        if task is None or task.done():
             task = asyncio.create_task(self._warm_up(tier, probe), name=f"warm-up {tier}")
             self._warmups[tier] = task
-            task.add_done_callback(lambda _: self._warmups.pop(tier, None))
+            task.add_done_callback(lambda done: self._warm_up_done(tier, done))
         return task
+
+    def _warm_up_done(self, tier: str, task: asyncio.Task[TierState]) -> None:
+        if self._warmups.get(tier) is task:
+            del self._warmups[tier]
+        self._notify(tier)  # waiters re-check: a refused warm-up changes no record
 
     async def _warm_up(self, tier: str, probe: Probe) -> TierState:
         cfg = self._configs[tier]
@@ -492,9 +506,12 @@ class WarmthTracker:
         previous = self._cache.get(tier)
         self._cache[tier] = (record, self.clock.monotonic())
         if previous is None or previous[0] != record:
-            event = self._changed.pop(tier, None)
-            if event is not None:
-                event.set()
+            self._notify(tier)
+
+    def _notify(self, tier: str) -> None:
+        event = self._changed.pop(tier, None)
+        if event is not None:
+            event.set()
 
     async def _record(self, tier: str, max_age_s: float | None) -> TierRecord:
         max_age = self._cache_ttl_s if max_age_s is None else max_age_s

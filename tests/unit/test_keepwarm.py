@@ -23,8 +23,8 @@ from gateway.warmth import ManualClock, TierWarmthConfig, WarmthTracker
 BERLIN_OFFICE = parse_schedule("Mon-Fri 08:00-19:00 Europe/Berlin")
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 # -- parsing -------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ here sleeps for real. Cross-process behaviour on SQLite is in test_warmstore.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -70,7 +70,9 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.updates = 0
 
-    async def update(self, tier: str, change: Callable[[TierRecord | None], TierRecord]):  # type: ignore[no-untyped-def]
+    async def update(
+        self, tier: str, change: Callable[[TierRecord | None], TierRecord]
+    ) -> TierRecord:
         self.updates += 1
         return await super().update(tier, change)
 
@@ -99,7 +101,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def tracker(clock: ManualClock):  # type: ignore[no-untyped-def]
+async def tracker(clock: ManualClock) -> AsyncIterator[WarmthTracker]:
     tracker = WarmthTracker({"dev": DEV, "prod": PROD, "local": LOCAL}, MemoryStore(), clock)
     yield tracker
     await tracker.aclose()
@@ -458,3 +460,24 @@ async def test_snapshot_has_everything_status_shows(clock):
     }
     assert body["local"]["keep_warm"] == {"schedule": "off", "in_window": False, "next_touch": None}
     await tracker.aclose()
+
+
+async def test_wait_warm_after_triggering_a_retry_of_a_down_tier_waits_for_it(tracker, clock):
+    for _ in range(3):
+        tracker.record_failure("dev", "refused")
+    await clock.advance(60)
+    tracker.trigger_warm_up("dev", ScriptedProbe(clock, [True], takes_s=20))
+    waiter = asyncio.create_task(tracker.wait_warm("dev", timeout_s=120))
+    await finish(clock, waiter)
+    assert waiter.result() is True
+
+
+async def test_wait_warm_on_a_down_tier_whose_retry_is_refused_returns_false(tracker, clock):
+    for _ in range(3):
+        tracker.record_failure("dev", "refused")
+    probe = ScriptedProbe(clock, [True])
+    tracker.trigger_warm_up("dev", probe)  # inside the retry interval: refused
+    waiter = asyncio.create_task(tracker.wait_warm("dev", timeout_s=120))
+    await clock.advance(0)
+    assert waiter.done()
+    assert (waiter.result(), probe.calls) == (False, [])
