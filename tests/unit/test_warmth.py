@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
 
+import gateway
 from gateway.errors import TierUnavailable
-from gateway.keepwarm import parse_schedule
+from gateway.keepwarm import ScheduleError, parse_schedule
+from gateway.tierspec import load_tier_specs
 from gateway.warmstore import MemoryStore, TierRecord
 from gateway.warmth import ManualClock, TierWarmthConfig, WarmthTracker
 
+REPO = Path(gateway.__file__).resolve().parent.parent
 MONDAY_9_UTC = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 DEV = TierWarmthConfig(
@@ -481,3 +485,35 @@ async def test_wait_warm_on_a_down_tier_whose_retry_is_refused_returns_false(tra
     await clock.advance(0)
     assert waiter.done()
     assert (waiter.result(), probe.calls) == (False, [])
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_configs_come_from_the_tiers_file():
+    specs = load_tier_specs(REPO / "config" / "tiers.toml")
+    prod = TierWarmthConfig.from_spec(
+        specs["prod"], kind="modal", keep_warm="Mon-Fri 08:00-19:00 Europe/Berlin"
+    )
+    assert (prod.scales_to_zero, prod.expected_cold_start_s, prod.scaledown_window_s) == (
+        True,
+        424.0,
+        900.0,
+    )
+    assert (prod.startup_timeout_s, prod.keep_warm.mode, prod.probe_is_free) == (
+        900.0,
+        "windows",
+        False,
+    )
+    kept_up = msgspec.structs.replace(specs["dev"], min_containers=1)
+    dev = TierWarmthConfig.from_spec(kept_up, kind="modal", keep_warm="off")
+    assert (dev.scales_to_zero, dev.probe_is_free) == (False, True)
+    assert TierWarmthConfig.from_spec(specs["dev"], kind="openai", keep_warm="off").probe_is_free
+
+
+def test_a_bad_keep_warm_schedule_fails_the_config():
+    specs = load_tier_specs(REPO / "config" / "tiers.toml")
+    with pytest.raises(ScheduleError, match="'Mon-Fri 8-19 Europe/Berlin'"):
+        TierWarmthConfig.from_spec(
+            specs["prod"], kind="modal", keep_warm="Mon-Fri 8-19 Europe/Berlin"
+        )
