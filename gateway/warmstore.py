@@ -207,9 +207,7 @@ def effective(cfg: TierWarmthConfig, record: TierRecord, now: float) -> TierReco
     return record
 
 
-def succeeded(
-    cfg: TierWarmthConfig, now: float, latency_s: float
-) -> Callable[[TierRecord | None], TierRecord]:
+def succeeded(cfg: TierWarmthConfig, now: float, latency_s: float) -> Change:
     def change(old: TierRecord | None) -> TierRecord:
         record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
         return replace(
@@ -224,9 +222,7 @@ def succeeded(
     return change
 
 
-def failed(
-    cfg: TierWarmthConfig, now: float, error: str
-) -> Callable[[TierRecord | None], TierRecord]:
+def failed(cfg: TierWarmthConfig, now: float, error: str) -> Change:
     def change(old: TierRecord | None) -> TierRecord:
         record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
         failures = record.failures + 1
@@ -243,9 +239,7 @@ def failed(
     return change
 
 
-def warmed(
-    cfg: TierWarmthConfig, now: float, elapsed_s: float, owner: str
-) -> Callable[[TierRecord | None], TierRecord]:
+def warmed(cfg: TierWarmthConfig, now: float, elapsed_s: float, owner: str) -> Change:
     def change(old: TierRecord | None) -> TierRecord:
         record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
         learned = elapsed_s >= cfg.already_warm_below_s
@@ -270,9 +264,7 @@ def warmed(
     return change
 
 
-def gave_up(
-    cfg: TierWarmthConfig, now: float, last_error: str, owner: str
-) -> Callable[[TierRecord | None], TierRecord]:
+def gave_up(cfg: TierWarmthConfig, now: float, last_error: str, owner: str) -> Change:
     def change(old: TierRecord | None) -> TierRecord:
         record = old or TierRecord(state="unknown", since=now)
         error = (
@@ -283,9 +275,7 @@ def gave_up(
     return change
 
 
-def abandoned(
-    cfg: TierWarmthConfig, now: float, owner: str
-) -> Callable[[TierRecord | None], TierRecord]:
+def abandoned(cfg: TierWarmthConfig, now: float, owner: str) -> Change:
     """A warm-up stopped half-way (shutdown): give the lease back at once, presume as before."""
 
     def change(old: TierRecord | None) -> TierRecord:
@@ -296,6 +286,18 @@ def abandoned(
             presumed: State = "cold" if cfg.scales_to_zero else "unknown"
             record = replace(record, state=presumed, since=now)
         return release(record, owner)
+
+    return change
+
+
+def went_cold(since: float, owner: str) -> Change:
+    """A touch of a warm tier went unanswered: it is booting again, since the touch began."""
+
+    def change(old: TierRecord | None) -> TierRecord:
+        record = old or TierRecord(state="unknown", since=since)
+        if record.lease_owner != owner or record.state != "warm":
+            return record
+        return replace(record, state="warming", since=since)
 
     return change
 

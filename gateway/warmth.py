@@ -71,6 +71,7 @@ from gateway.warmstore import (
     gave_up,
     succeeded,
     warmed,
+    went_cold,
 )
 
 log = logging.getLogger(__name__)
@@ -423,7 +424,7 @@ class WarmthTracker:
                 if await self._follow(tier, cfg):
                     return self.peek(tier)
                 continue  # the lease expired under a crashed worker: take it over
-            return await self._own(tier, cfg, probe)
+            return await self._own(tier, cfg, probe, touch=role == ["warm"])
 
     async def _follow(self, tier: str, cfg: TierWarmthConfig) -> bool:
         """Wait out another worker's warm-up. False when its lease expired unreleased."""
@@ -437,23 +438,33 @@ class WarmthTracker:
             await self._wait_change(tier, self._poll_interval_s)
         return True
 
-    async def _own(self, tier: str, cfg: TierWarmthConfig, probe: Probe) -> TierState:
-        started = self.clock.monotonic()
+    async def _own(self, tier: str, cfg: TierWarmthConfig, probe: Probe, touch: bool) -> TierState:
+        """Probe until healthy or the deadline. A ``touch`` (the tier was warm) that is not
+        answered healthy within ``already_warm_below_s`` found the tier gone cold under us:
+        it shows ``warming`` from then on, not ``warm`` for a whole boot."""
+        started, started_at = self.clock.monotonic(), self.clock.time()
         deadline = started + cfg.startup_timeout_s
         heartbeat = asyncio.create_task(self._heartbeat(tier))
         backoff, last_error = cfg.probe_backoff_initial_s, "no probe ran"
         outcome: Change | None = None
+
+        async def not_warm_after_all() -> None:
+            nonlocal touch
+            if touch:
+                touch = False
+                await self._finish(tier, went_cold(started_at, self.owner))
+
         try:
-            while (remaining := deadline - self.clock.monotonic()) > 0:
-                try:
-                    done, healthy = await within(self.clock, probe(), remaining)
-                    if done and healthy:
-                        elapsed = self.clock.monotonic() - started
-                        outcome = warmed(cfg, self.clock.time(), elapsed, self.owner)
-                        break
-                    last_error = "not healthy yet" if done else "probe still waiting"
-                except Exception as exc:  # noqa: BLE001 - any probe failure means "not yet"
-                    last_error = _describe(exc)
+            while deadline - self.clock.monotonic() > 0:
+                slow_s = cfg.already_warm_below_s if touch else None
+                healthy, last_error = await self._probe_once(
+                    probe, deadline, slow_s, not_warm_after_all
+                )
+                if healthy:
+                    elapsed = self.clock.monotonic() - started
+                    outcome = warmed(cfg, self.clock.time(), elapsed, self.owner)
+                    break
+                await not_warm_after_all()
                 pause = min(backoff, max(0.0, deadline - self.clock.monotonic()))
                 await self.clock.sleep(pause)
                 backoff = min(backoff * 2, cfg.probe_backoff_max_s)
@@ -467,6 +478,33 @@ class WarmthTracker:
                 outcome = abandoned(cfg, self.clock.time(), self.owner)
             await self._finish(tier, outcome)
         return self.peek(tier)
+
+    async def _probe_once(
+        self,
+        probe: Probe,
+        deadline: float,
+        slow_s: float | None,
+        on_slow: Callable[[], Awaitable[None]],
+    ) -> tuple[bool, str]:
+        """One probe, given until the deadline: (healthy, why not). ``on_slow`` runs if it
+        is still unanswered after ``slow_s``; the probe itself goes on (on Modal, that held
+        request is what boots the tier)."""
+        task = asyncio.ensure_future(probe())
+        try:
+            if slow_s is not None:
+                limit = min(slow_s, deadline - self.clock.monotonic())
+                done, _ = await within(self.clock, asyncio.shield(task), limit)
+                if not done:
+                    await on_slow()
+            done, healthy = await within(self.clock, task, deadline - self.clock.monotonic())
+        except Exception as exc:  # noqa: BLE001 - any probe failure means "not yet"
+            return False, _describe(exc)
+        finally:
+            if not task.done():
+                task.cancel()
+        if not done:
+            return False, "no answer"
+        return (True, "") if healthy else (False, "not healthy yet")
 
     async def _finish(self, tier: str, change: Change) -> None:
         try:

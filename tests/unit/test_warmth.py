@@ -331,6 +331,33 @@ async def test_a_touch_on_a_warm_tier_keeps_it_warm_and_learns_nothing(tracker, 
     assert (await tracker.snapshot())["prod"].warmups == 0
 
 
+async def test_a_touch_held_past_a_quick_answer_shows_the_tier_warming(tracker, clock):
+    # The container went away under us: Modal holds the touch for a whole boot.
+    tracker.record_success("prod", 3.0)
+    await clock.advance(700)
+    task = asyncio.create_task(tracker.warm_up("prod", ScriptedProbe(clock, [True], takes_s=430)))
+    await clock.advance(4)
+    assert (await tracker.state("prod")).state == "warm"
+    await clock.advance(2)
+    warming = await tracker.state("prod")
+    assert (warming.state, warming.eta_s) == ("warming", pytest.approx(424 - 6))
+    await finish(clock, task)
+    status = (await tracker.snapshot())["prod"]
+    assert (status.state, status.warmups) == ("warm", 1)
+    assert status.mean_cold_start_s == pytest.approx(0.3 * 430 + 0.7 * 424)
+
+
+async def test_an_unhealthy_touch_shows_the_tier_warming_at_once(tracker, clock):
+    tracker.record_success("dev", 1.0)
+    probe = ScriptedProbe(clock, [False, True])
+    task = asyncio.create_task(tracker.warm_up("dev", probe))
+    await clock.advance(0.5)
+    assert (await tracker.state("dev")).state == "warming"
+    await finish(clock, task)
+    assert task.result().state == "warm"
+    assert probe.calls == [0, 1]
+
+
 async def test_a_cancelled_caller_leaves_the_warm_up_running(tracker, clock):
     probe = ScriptedProbe(clock, [True], takes_s=50)
     impatient = asyncio.create_task(tracker.warm_up("dev", probe))
