@@ -315,7 +315,9 @@ class WarmthTracker:
         if cfg.keep_warm.mode == "off" or tier in self._warmups:
             return False
         record = effective(cfg, await self._record(tier, 0.0), self.clock.time())
-        if record.state == "warming" or record.lease_held(self.clock.time()):
+        # A touch keeps a tier up; it does not repair one. A down tier is retried by the
+        # request path, paced by down_retry_after_s, or by an operator's warm-up.
+        if record.state in ("warming", "down") or record.lease_held(self.clock.time()):
             return False
         return keepwarm_due(
             cfg.keep_warm,

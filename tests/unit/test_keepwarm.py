@@ -257,3 +257,21 @@ async def test_workers_running_the_loop_together_touch_once():
         loop.cancel()
     for tracker in trackers:
         await tracker.aclose()
+
+
+async def test_keep_warm_does_not_touch_a_down_tier():
+    clock = ManualClock(utc(2026, 11, 23, 9))
+    tracker = WarmthTracker(
+        {"dev": msgspec.structs.replace(DEV, keep_warm=parse_schedule("always"))},
+        MemoryStore(),
+        clock,
+    )
+    for _ in range(3):
+        tracker.record_failure("dev", "dev answered 500")
+    probe = CountingProbe(clock)
+    loop = asyncio.create_task(run_keepwarm(tracker, {"dev": probe}, ticks=20))
+    await clock.advance(600)
+    assert loop.done()
+    assert probe.calls == []
+    assert (await tracker.state("dev")).state == "down"
+    await tracker.aclose()
