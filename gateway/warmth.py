@@ -29,8 +29,10 @@ Use (the lead wires this into the app's lifespan and the request path)::
         tracker.trigger_warm_up("prod", probe)   # probe: async () -> bool, GET /health
         warm = await tracker.wait_warm("prod", timeout_s=30.0)
     tracker.record_success("prod", latency_s=2.1)   # or record_failure("prod", "timed out")
+    tracker.peek("prod")                      # the same without I/O, from this worker's cache
     statuses = await tracker.snapshot()       # dict[str, TierStatus] for GET /status
-    await tracker.aclose(); await store.aclose()
+    keepwarm = asyncio.create_task(run_keepwarm(tracker, {"prod": probe}))  # in the lifespan
+    keepwarm.cancel(); await tracker.aclose(); await store.aclose()        # at shutdown
 
 Warm-ups are single-flight: in one process through one task per tier, across processes
 through a lease in the tier's store row (renewed while the warm-up runs, so a crashed
@@ -624,7 +626,7 @@ class WarmthTracker:
         return TierStatus(
             state=derived.state,
             since=_dt(derived.since).isoformat(),
-            eta_s=derived.eta_s,
+            eta_s=None if derived.eta_s is None else round(derived.eta_s, 1),
             last_success=None
             if record.last_success is None
             else _dt(record.last_success).isoformat(),
@@ -632,7 +634,7 @@ class WarmthTracker:
             last_error=record.last_error,
             consecutive_failures=record.failures,
             warmups=record.warmups,
-            mean_cold_start_s=self._mean(cfg, record),
+            mean_cold_start_s=round(self._mean(cfg, record), 1),
             keep_warm=KeepWarmStatus(
                 schedule=cfg.keep_warm.text,
                 in_window=in_window(cfg.keep_warm, _dt(now)),
