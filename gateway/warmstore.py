@@ -207,6 +207,31 @@ def effective(cfg: TierWarmthConfig, record: TierRecord, now: float) -> TierReco
     return record
 
 
+def claimed(
+    cfg: TierWarmthConfig, initial: TierRecord, now: float, owner: str, ttl_s: float
+) -> Change:
+    """Take the warm-up lease unless another worker holds it or the tier is down and was
+    retried too recently; the result says which (``lease_owner``). A warm tier stays warm
+    (a touch); any other enters ``warming`` now."""
+
+    def change(old: TierRecord | None) -> TierRecord:
+        record = effective(cfg, old or initial, now)
+        if record.state == "down" and now - record.since < cfg.down_retry_after_s:
+            return old or record
+        if record.lease_held(now) and record.lease_owner != owner:
+            return old or record
+        warming = record.state != "warm"
+        return replace(
+            record,
+            state="warming" if warming else record.state,
+            since=now if warming else record.since,
+            lease_owner=owner,
+            lease_expires=now + ttl_s,
+        )
+
+    return change
+
+
 def succeeded(cfg: TierWarmthConfig, now: float, latency_s: float) -> Change:
     def change(old: TierRecord | None) -> TierRecord:
         record = effective(cfg, old or TierRecord(state="unknown", since=now), now)

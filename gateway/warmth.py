@@ -68,6 +68,7 @@ from gateway.warmstore import (
     TierRecord,
     WarmStore,
     abandoned,
+    claimed,
     effective,
     failed,
     gave_up,
@@ -394,41 +395,20 @@ class WarmthTracker:
         cfg = self._configs[tier]
         while True:
             now = self.clock.time()
-            role: list[str] = []
-
-            def take(
-                old: TierRecord | None, now: float = now, role: list[str] = role
-            ) -> TierRecord:
-                record = effective(cfg, old or self._initial[tier], now)
-                role.clear()
-                if record.state == "down" and now - record.since < cfg.down_retry_after_s:
-                    role.append("refused")
-                    return old or record
-                if record.lease_held(now) and record.lease_owner != self.owner:
-                    role.append("follow")
-                    return old or record
-                role.append("warm" if record.state == "warm" else "cold")
-                warming = record.state != "warm"
-                return replace(
-                    record,
-                    state="warming" if warming else record.state,
-                    since=now if warming else record.since,
-                    lease_owner=self.owner,
-                    lease_expires=now + self._lease_ttl_s,
-                )
-
+            change = claimed(cfg, self._initial[tier], now, self.owner, self._lease_ttl_s)
             try:
-                self._remember(tier, await self._store.update(tier, take))
+                record = await self._store.update(tier, change)
             except Exception as exc:  # noqa: BLE001 - the store failing must not fail requests
                 log.warning("warm-up of %s: store unavailable (%s)", tier, type(exc).__name__)
                 return self.peek(tier)
-            if role == ["refused"]:
+            self._remember(tier, record)
+            if record.lease_owner == self.owner and record.lease_held(now):
+                return await self._own(tier, cfg, probe, touch=record.state == "warm")
+            if not record.lease_held(now):
+                return self.peek(tier)  # refused: down, and retried too soon
+            if await self._follow(tier, cfg):
                 return self.peek(tier)
-            if role == ["follow"]:
-                if await self._follow(tier, cfg):
-                    return self.peek(tier)
-                continue  # the lease expired under a crashed worker: take it over
-            return await self._own(tier, cfg, probe, touch=role == ["warm"])
+            # the lease expired under a crashed worker: take it over
 
     async def _follow(self, tier: str, cfg: TierWarmthConfig) -> bool:
         """Wait out another worker's warm-up. False when its lease expired unreleased."""
