@@ -511,6 +511,7 @@ class WarmthTracker:
             except Exception as exc:  # noqa: BLE001 - retried at the next beat
                 log.warning("warm-up of %s: lease not renewed (%s)", tier, type(exc).__name__)
                 continue
+            self._remember(tier, record)
             if record.lease_owner != self.owner:
                 log.warning("warm-up of %s: lease lost to %s", tier, record.lease_owner)
 
