@@ -36,10 +36,11 @@ Use (the lead wires this into the app's lifespan and the request path)::
 
 Warm-ups are single-flight: in one process through one task per tier, across processes
 through a lease in the tier's store row (renewed while the warm-up runs, so a crashed
-worker's lease expires within ``lease_ttl_s``). Reads go through a cache of ``cache_ttl_s``;
-successes on a warm tier are written at most every ``success_write_interval_s``, behind the
-request, so a request on a warm tier pays no file I/O. Time comes only from the injected
-:class:`Clock`, so tests run on :class:`ManualClock` without sleeping.
+worker's lease expires within ``lease_ttl_s``). Reads go through a cache of ``cache_ttl_s``
+(one store read a second per tier, on the store's thread); successes on a warm tier are
+written at most every ``success_write_interval_s``, behind the request: a request on a warm
+tier never pays an fsync. Time comes only from the injected :class:`Clock`, so tests run on
+:class:`ManualClock` without sleeping.
 """
 
 from __future__ import annotations
