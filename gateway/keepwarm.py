@@ -72,8 +72,10 @@ class Window:
                 continue
             hour, minute = divmod(self.start_min, 60)
             start = datetime(day.year, day.month, day.day, hour, minute, tzinfo=self.zone)
-            # A start inside a spring-forward gap is read with the offset before the gap; a
-            # round trip through UTC turns it into the first real instant after the gap.
+            # A start inside a spring-forward gap (02:30 on that night in Berlin) does not
+            # exist; it is read with the offset before the gap and comes out as 03:30, while
+            # the window (by wall clock) opens at 03:00. Late by under an hour, once a year,
+            # and only for windows that start in the gap: accepted.
             start_utc = start.astimezone(UTC)
             if start_utc > moment:
                 return start_utc
