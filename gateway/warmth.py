@@ -270,10 +270,6 @@ class WarmthTracker:
         self._writes: set[asyncio.Task[None]] = set()
         self._write_lock = asyncio.Lock()
 
-    @property
-    def tiers(self) -> list[str]:
-        return list(self._configs)
-
     def config(self, tier: str) -> TierWarmthConfig:
         return self._configs[tier]
 
