@@ -238,7 +238,7 @@ def server_comparison(
     svcs: list[Service] = [stub]
     try:
         stub.wait_ready()
-        targets: dict[str, tuple[Service, measure.Load]] = {}
+        targets: dict[str, tuple[Service, measure.Load]] = {"direct": (stub, load)}
         for server, argv in SERVERS.items():
             for workers in (1, 2):
                 name = f"{server} x{workers}"
