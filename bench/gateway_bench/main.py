@@ -145,6 +145,7 @@ def hold_test(workdir: Path, load: measure.Load, n: int, workers: int) -> dict[s
             "upstream_peak_inflight": stats["peak_inflight"],
             "idle_rss_mb": idle,
             "peak_rss_mb": sampler.peak_mb,
+            "peak_pss_mb": sampler.peak_pss_mb,
             "vmhwm_sum_mb": measure.hwm_mb(gw.proc.pid),
             "requests": res["requests"],
             "errors": res["errors"],

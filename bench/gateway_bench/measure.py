@@ -63,6 +63,19 @@ def rss_mb(root: int) -> float:
     return sum(_status_kb(pid, "VmRSS") for pid in tree(root)) / 1024
 
 
+def pss_mb(root: int) -> float:
+    """Proportional set size of the tree: shared pages split between the workers sharing them."""
+    total = 0
+    for pid in tree(root):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
 def hwm_mb(root: int) -> float:
     """Sum over the tree of each process's own peak RSS (VmHWM): >= the peak of the sum."""
     return sum(_status_kb(pid, "VmHWM") for pid in tree(root)) / 1024
@@ -75,6 +88,7 @@ class RssSampler:
     root: int
     every_s: float = 0.1
     peak_mb: float = 0.0
+    peak_pss_mb: float = 0.0
     samples: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -83,6 +97,7 @@ class RssSampler:
             value = rss_mb(self.root)
             self.samples.append(value)
             self.peak_mb = max(self.peak_mb, value)
+            self.peak_pss_mb = max(self.peak_pss_mb, pss_mb(self.root))
 
     def __enter__(self) -> RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)

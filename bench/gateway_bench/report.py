@@ -103,12 +103,13 @@ def targets(agg: dict[tuple[str, int], Row], hold: Row | None) -> list[str]:
             drop = 1 - on["rps"] / off["rps"]
             lines.append(
                 f"- schema checks on vs off, c={c}: {on['rps']:,.0f} vs {off['rps']:,.0f} req/s "
-                f"= {100 * drop:+.1f} % (≤ 15 % lower: {mark(drop <= 0.15)})"
+                f"= {100 * drop:.1f} % lower with checks on (≤ 15 %: {mark(drop <= 0.15)})"
             )
     if hold:
         lines.append(
             f"- peak RSS with {hold['held']} requests in flight (upstream saw "
-            f"{hold['upstream_peak_inflight']} at once): {hold['peak_rss_mb']:.0f} MB sampled, "
+            f"{hold['upstream_peak_inflight']} at once): {hold['peak_rss_mb']:.0f} MB sampled "
+            f"(PSS {hold.get('peak_pss_mb', 0):.0f} MB), "
             f"{hold['vmhwm_sum_mb']:.0f} MB sum of VmHWM, idle {hold['idle_rss_mb']:.0f} MB "
             f"(< 150 MB: {mark(hold['vmhwm_sum_mb'] < 150)})"
         )
