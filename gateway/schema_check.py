@@ -1,0 +1,454 @@
+"""Structured-output guarantees: a preflight of the client's JSON schema before any tier is
+called, and validation of the tier's output against it afterwards.
+
+>>> checker = SchemaChecker(cache_size=1024)
+>>> checked = checker.check({"type": "object", "properties": {"n": {"type": "integer"}}})
+>>> checked.validate_output('{"n": 3}', "stop")
+{'n': 3}
+>>> checker.check({"type": "array", "uniqueItems": True})
+Traceback (most recent call last):
+gateway.errors.SchemaUnsupported: the schema uses 1 feature the tier cannot enforce: ...
+
+``check`` raises ``SchemaInvalid`` (400) for a schema that is not a JSON Schema and
+``SchemaUnsupported`` (422) listing every feature the pinned tier cannot enforce (the rules,
+with their sources, are data in ``gateway.schema_rules``). Verdicts are cached, bounded LRU,
+by a hash of the canonical schema. Pure CPU, no I/O: safe to call on the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import jsonschema_rs
+import msgspec
+from jsonschema_rs.canonical import json as canonical_json
+
+from gateway import schema_rules as rules
+from gateway.errors import GatewayError, OutputInvalid, SchemaInvalid, SchemaUnsupported
+
+MAX_OUTPUT_ERRORS: Final = 5  # enough to act on; a broken output can have thousands
+MAX_SCHEMA_ERRORS: Final = 10  # meta-schema faults listed in one 400
+MAX_MESSAGE_CHARS: Final = 300  # a message quotes the instance; keep problem bodies small
+
+# Where subschemas sit, by keyword; every other container is data (enum, const, default, x-*).
+_MAP, _ONE, _LIST, _ITEMS, _DATA = "map", "one", "list", "items", "data"
+_KEYWORD_KIND: Final[dict[str, str]] = {
+    **dict.fromkeys(("properties", "patternProperties", "$defs", "definitions",
+                     "dependentSchemas", "dependencies"), _MAP),
+    **dict.fromkeys(("additionalProperties", "additionalItems", "unevaluatedItems",
+                     "unevaluatedProperties", "contains", "propertyNames", "not", "if", "then",
+                     "else", "contentSchema"), _ONE),
+    **dict.fromkeys(("allOf", "anyOf", "oneOf", "prefixItems"), _LIST),
+    "items": _ITEMS,
+}  # fmt: skip
+_CONTAINERS: Final = (dict, list)
+_IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
+
+
+def path_segment(key: str | int) -> str:
+    """``a`` -> ``.a``, ``0`` -> ``[0]``, ``a b`` -> ``["a b"]``."""
+    if isinstance(key, int):
+        return f"[{key}]"
+    return f".{key}" if _IDENT.match(key) else "[" + msgspec.json.encode(key).decode() + "]"
+
+
+def json_path(parts: list[str | int]) -> str:
+    return "$" + "".join(path_segment(p) for p in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    path: str
+    keyword: str
+    message: str
+    source: str
+
+    def as_member(self) -> dict[str, str]:
+        return {
+            "path": self.path,
+            "keyword": self.keyword,
+            "message": self.message,
+            "source": self.source,
+        }
+
+
+@dataclass(slots=True)
+class CheckedSchema:
+    """A schema that passed preflight. ``unenforced`` lists keywords the tier accepts but checks
+    only after generation (``unenforced_at`` says where and why)."""
+
+    schema: dict[str, Any] | bool
+    schema_hash: str
+    draft: int
+    unenforced_at: tuple[Finding, ...]
+    _validator: jsonschema_rs.Validator | None = field(default=None, repr=False)
+
+    @property
+    def unenforced(self) -> tuple[str, ...]:
+        return tuple(sorted({f.keyword for f in self.unenforced_at}))
+
+    def validator(self) -> jsonschema_rs.Validator:
+        # Built on first use: generation takes seconds, a build of a 100 KB schema ~15 ms,
+        # which would otherwise blow the preflight budget. A race builds it twice, harmlessly.
+        if self._validator is None:
+            self._validator = jsonschema_rs.validator_for(
+                self.schema, validate_formats=True, offline=True
+            )
+        return self._validator
+
+    def validate_output(self, text: str, finish_reason: str | None) -> Any:
+        """Parse ``text`` and check it against the schema; return the parsed JSON.
+
+        Raises ``OutputInvalid`` (502) with ``reason`` ``truncated`` (finish_reason "length"),
+        ``invalid-json`` or ``schema-violation`` (``errors``: first few, by JSON path).
+        """
+        if finish_reason == "length":
+            raise OutputInvalid(
+                "the output was truncated at max_tokens before the JSON was complete; "
+                "raise max_tokens or ask for less",
+                reason="truncated",
+                errors=[],
+            )
+        try:
+            value = msgspec.json.decode(text)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise OutputInvalid(
+                f"the output is not valid JSON ({exc})",
+                reason="invalid-json",
+                errors=[{"path": "$", "keyword": None, "message": str(exc)}],
+            ) from None
+        errors = []
+        for error in self.validator().iter_errors(value):
+            errors.append(
+                {
+                    "path": json_path(error.instance_path),
+                    "keyword": error.kind.name,
+                    "message": error.message[:MAX_MESSAGE_CHARS],
+                }
+            )
+            if len(errors) == MAX_OUTPUT_ERRORS:
+                break
+        if errors:
+            first = errors[0]
+            raise OutputInvalid(
+                f"the output does not satisfy the schema: {first['keyword']} at {first['path']}",
+                reason="schema-violation",
+                errors=errors,
+            )
+        return value
+
+
+class SchemaChecker:
+    """One per app. ``check`` is cached by schema hash (LRU, ``cache_size`` entries), failures
+    included, so a client retrying a bad schema costs a dict lookup."""
+
+    def __init__(self, cache_size: int = 1024) -> None:
+        if cache_size < 1:
+            raise ValueError("cache_size must be at least 1")
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, CheckedSchema | GatewayError] = OrderedDict()
+        self._lock = threading.Lock()
+        self._regex = jsonschema_rs.validator_for({"format": "regex"}, validate_formats=True)
+        self._meta_validators: dict[int, jsonschema_rs.Validator] = {}
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def check(self, schema: dict[str, Any] | bool) -> CheckedSchema:
+        if not isinstance(schema, dict | bool):
+            raise SchemaInvalid(
+                "the schema must be a JSON object (or true/false)",
+                errors=[{"path": "$", "message": "not an object"}],
+            )
+        try:
+            key = hashlib.sha256(msgspec.json.encode(schema, order="sorted")).hexdigest()
+        except RecursionError:  # nested past msgspec's limit: far past vLLM's, never cached
+            return self._preflight(schema, "")
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+        if isinstance(hit, GatewayError):
+            raise type(hit)(hit.detail, **hit.members)
+        if hit is not None:
+            return hit
+        try:
+            result: CheckedSchema | GatewayError = self._preflight(schema, key)
+        except (SchemaInvalid, SchemaUnsupported) as exc:
+            result = exc
+        with self._lock:
+            self._cache[key] = result
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        if isinstance(result, GatewayError):
+            raise result
+        return result
+
+    def _meta(self, draft: int) -> jsonschema_rs.Validator:
+        # The meta-schemas ship inside jsonschema-rs: nothing is fetched.
+        if draft not in self._meta_validators:
+            uri = next(u for u, d in rules.DRAFTS.items() if d == draft)
+            self._meta_validators[draft] = jsonschema_rs.validator_for(
+                {"$schema": uri, "$ref": uri}, offline=True
+            )
+        return self._meta_validators[draft]
+
+    def _preflight(self, schema: dict[str, Any] | bool, key: str) -> CheckedSchema:
+        if schema is False:
+            raise _unsupported([Finding("$", "false", "the `false` schema admits no value",
+                                        rules.XGRAMMAR)])  # fmt: skip
+        draft = _draft(schema)
+        faults = [
+            {"path": json_path(e.instance_path), "message": e.message[:MAX_MESSAGE_CHARS]}
+            for e, _ in zip(
+                self._meta(draft).iter_errors(schema), range(MAX_SCHEMA_ERRORS), strict=False
+            )
+        ]
+        if faults:
+            raise SchemaInvalid(
+                f"the schema is not a valid JSON Schema at {faults[0]['path']}: "
+                f"{faults[0]['message']}",
+                errors=faults,
+            )
+        walk = _Walk(schema, draft, self._regex)
+        walk.schema(schema)
+        if walk.too_deep is not None:
+            raise SchemaUnsupported(
+                f"the schema nests deeper than {rules.MAX_NESTING} levels",
+                errors=[Finding(walk.too_deep, "nesting", "objects and arrays may nest at most "
+                                f"{rules.MAX_NESTING} levels", rules.VLLM_NESTING).as_member()],
+            )  # fmt: skip
+        if walk.invalid:
+            first = walk.invalid[0]
+            raise SchemaInvalid(
+                f"the schema is not usable at {first['path']}: {first['message']}",
+                errors=walk.invalid,
+            )
+        if walk.rejected:
+            raise _unsupported(walk.rejected)
+        return CheckedSchema(schema, key, draft, tuple(walk.unenforced))
+
+
+def _unsupported(found: list[Finding]) -> SchemaUnsupported:
+    where = ", ".join(f"{f.keyword} at {f.path}" for f in found[:5])
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    noun = "feature" if len(found) == 1 else "features"
+    return SchemaUnsupported(
+        f"the schema uses {len(found)} {noun} the tier cannot enforce: {where}{more}",
+        errors=[f.as_member() for f in found],
+    )
+
+
+def _draft(schema: dict[str, Any] | bool) -> int:
+    uri = schema.get("$schema") if isinstance(schema, dict) else None
+    if uri is None:
+        return rules.DEFAULT_DRAFT
+    norm = uri.rstrip("#") if isinstance(uri, str) else None
+    for known, draft in rules.DRAFTS.items():
+        if norm is not None and norm.split("://", 1)[-1] == known.split("://", 1)[-1]:
+            return draft
+    raise SchemaInvalid(
+        "unknown $schema: use draft-04, -06, -07, 2019-09 or 2020-12 (the default)",
+        errors=[{"path": "$.$schema", "message": f"unknown meta-schema {uri!r}"}],
+    )
+
+
+def _types(obj: Mapping[str, Any]) -> frozenset[str] | None:
+    declared = obj.get("type")
+    if isinstance(declared, str):
+        return frozenset({declared})
+    if isinstance(declared, list):
+        return frozenset(t for t in declared if isinstance(t, str))
+    return None
+
+
+def _applies(rule: rules.Rule, types: frozenset[str] | None, draft: int) -> bool:
+    if draft not in rule.drafts:
+        return False
+    if types is None:
+        return rule.untyped
+    return not rule.types or bool(types & rule.types)
+
+
+class _Walk:
+    """One pass over the schema document: every subschema, with its JSON path kept as a stack
+    of parts and rendered only when something is found (most objects find nothing)."""
+
+    def __init__(self, root: Any, draft: int, regex: jsonschema_rs.Validator) -> None:
+        self.root, self.draft, self.regex = root, draft, regex
+        self.parts: list[str | int] = []
+        self.rejected: list[Finding] = []
+        self.unenforced: list[Finding] = []
+        self.invalid: list[dict[str, str]] = []
+        self.too_deep: str | None = None
+        self._by_shape: dict[tuple[str, ...], tuple[tuple[rules.Rule, bool], ...]] = {}
+
+    def path(self, *more: str | int) -> str:
+        return json_path([*self.parts, *more])
+
+    def _deeper(self, depth: int) -> bool:
+        if depth <= rules.MAX_NESTING:
+            return False
+        if self.too_deep is None:
+            self.too_deep = self.path()
+        return True
+
+    def _into(self, key: str | int, node: Any, depth: int, data: bool = False) -> None:
+        self.parts.append(key)
+        if data:
+            self.data(node, depth)
+        else:
+            self.schema(node, depth)
+        self.parts.pop()
+
+    def _candidates(self, node: Mapping[str, Any]) -> tuple[tuple[rules.Rule, bool], ...]:
+        """The rules whose trigger keywords ``node`` holds (True: rejecting), memoised by the
+        object's keys: a large schema repeats a handful of shapes."""
+        keys = tuple(node)
+        found = self._by_shape.get(keys)
+        if found is None:
+            picked: dict[str, tuple[rules.Rule, bool]] = {}
+            for key in keys:
+                for rule in rules.REJECT_BY_KEY.get(key, ()):
+                    picked[rule.id] = (rule, True)
+                for rule in rules.UNENFORCED_BY_KEY.get(key, ()):
+                    picked[rule.id] = (rule, False)
+            found = self._by_shape[keys] = tuple(picked.values())
+        return found
+
+    def schema(self, node: Any, depth: int = 1) -> None:
+        """``depth`` counts objects and arrays from the root, as vLLM's nesting check does."""
+        if not isinstance(node, dict) or self._deeper(depth):
+            return
+        types = _types(node)
+        for rule, rejecting in self._candidates(node):
+            if _applies(rule, types, self.draft) and (found := rule.find(node)):
+                where = self.path()
+                (self.rejected if rejecting else self.unenforced).extend(
+                    Finding(where, k, rule.message, rule.source) for k in found
+                )
+        if isinstance(node.get("oneOf"), list) and _overlapping(node["oneOf"]):
+            message = "oneOf branches that overlap are checked only after generation"
+            self.unenforced.append(Finding(self.path(), "oneOf", message, rules.XGRAMMAR))
+        if "$ref" in node:
+            self._local_ref(node["$ref"])
+        if "pattern" in node or "patternProperties" in node:
+            self._patterns(node)
+        for key, value in node.items():
+            if not isinstance(value, _CONTAINERS):
+                continue
+            kind = _KEYWORD_KIND.get(key, _DATA)
+            if kind is _MAP and isinstance(value, dict):
+                if not self._deeper(depth + 1):
+                    self.parts.append(key)
+                    for name, child in value.items():
+                        self._into(name, child, depth + 2)
+                    self.parts.pop()
+            elif kind is _ONE or (kind is _ITEMS and isinstance(value, dict)):
+                self._into(key, value, depth + 1)
+            elif (kind is _LIST or kind is _ITEMS) and isinstance(value, list):
+                if not self._deeper(depth + 1):
+                    self.parts.append(key)
+                    for i, child in enumerate(value):
+                        self._into(i, child, depth + 2)
+                    self.parts.pop()
+            elif isinstance(value, list) and not any(isinstance(v, _CONTAINERS) for v in value):
+                self._deeper(depth + 1)  # a flat list (required, enum of scalars): only counts
+            else:
+                self._into(key, value, depth + 1, data=True)  # enum, const, default, x-*
+
+    def data(self, value: Any, depth: int) -> None:
+        """vLLM's own check reads every nested object, data too: mirror its verdicts there."""
+        if self._deeper(depth):
+            return
+        if isinstance(value, dict):
+            types = _types(value)
+            for rule in rules.REJECT:
+                if rule.id not in rules.VLLM_RULE_IDS:
+                    continue
+                typed = not rule.types or (types and types & rule.types)
+                if typed and (found := rule.find(value)):
+                    where = self.path()
+                    self.rejected += [Finding(where, k, rule.message + " (vLLM checks nested "
+                                      "data too)", rule.source) for k in found]  # fmt: skip
+        for key, child in value.items() if isinstance(value, dict) else enumerate(value):
+            if isinstance(child, dict | list):
+                self._into(key, child, depth + 1, data=True)
+
+    def _local_ref(self, ref: Any) -> None:
+        if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+            return
+        if "~" in ref or "%" in ref:
+            return  # refused by rule ref-escaped
+        target: Any = self.root
+        for part in ref[2:].split("/") if ref != "#" else ():
+            if isinstance(target, dict) and part in target:
+                target = target[part]
+            elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+                target = target[int(part)]
+            else:
+                message = f"{ref} points to nothing"
+                self.invalid.append({"path": self.path("$ref"), "message": message})
+                return
+
+    def _patterns(self, node: Mapping[str, Any]) -> None:
+        found: list[tuple[tuple[str, ...], Any]] = [(("pattern",), node.get("pattern"))]
+        if isinstance(node.get("patternProperties"), dict):
+            found += [(("patternProperties", p), p) for p in node["patternProperties"]]
+        for where, pattern in found:
+            if isinstance(pattern, str) and not self.regex.is_valid(pattern):
+                message = f"{pattern!r} is not a valid regex"
+                self.invalid.append({"path": self.path(*where), "message": message})
+
+
+def _instance_types(branch: Any) -> frozenset[str] | None:
+    if not isinstance(branch, dict):
+        return None
+    declared = _types(branch)
+    if declared is not None:
+        return declared
+    values = [branch["const"]] if "const" in branch else branch.get("enum")
+    if not isinstance(values, list):
+        return None
+    return frozenset(_json_type(v) for v in values)
+
+
+def _json_type(value: Any) -> str:
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
+    return "null" if value is None else kinds.get(type(value), "object")
+
+
+def _overlapping(branches: list[Any]) -> bool:
+    """Could one value match two branches? Disjoint declared types, or a discriminating
+    ``const`` under a property every branch requires, prove it cannot."""
+    kinds = [_instance_types(b) for b in branches]
+    if all(k is not None for k in kinds):
+        seen: set[str] = set()
+        for k in kinds:
+            assert k is not None
+            widened = k | ({"integer"} if "number" in k else set())
+            if seen & widened:
+                break
+            seen |= widened
+        else:
+            return False
+    return not _discriminated(branches)
+
+
+def _discriminated(branches: list[Any]) -> bool:
+    if not all(isinstance(b, dict) and isinstance(b.get("properties"), dict) for b in branches):
+        return False
+    common = set.intersection(*(set(b.get("required", [])) for b in branches))
+    for name in common:
+        tags = [b["properties"].get(name) for b in branches]
+        if all(isinstance(t, dict) and "const" in t for t in tags):
+            keys = [canonical_json.to_string(t["const"]) for t in tags]
+            if len(set(keys)) == len(keys):
+                return True
+    return False
