@@ -48,6 +48,8 @@ _KEYWORD_KIND: Final[dict[str, str]] = {
     "items": _ITEMS,
 }  # fmt: skip
 _CONTAINERS: Final = (dict, list)
+_UNENFORCED_SUBSCHEMAS: Final = frozenset({"not", "if", "then", "else", "dependentSchemas"})
+_STRING: Final = frozenset({"string"})
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
 
 
@@ -273,7 +275,7 @@ def _applies(rule: rules.Rule, types: frozenset[str] | None, draft: int) -> bool
         return False
     if types is None:
         return rule.untyped
-    return not rule.types or bool(types & rule.types)
+    return rule.typed and (not rule.types or bool(types & rule.types))
 
 
 class _Walk:
@@ -287,6 +289,7 @@ class _Walk:
         self.unenforced: list[Finding] = []
         self.invalid: list[dict[str, str]] = []
         self.too_deep: str | None = None
+        self.quiet = 0  # > 0 inside a subschema that is unenforced as a whole
         self._by_shape: dict[tuple[str, ...], tuple[tuple[rules.Rule, bool], ...]] = {}
 
     def path(self, *more: str | int) -> str:
@@ -303,8 +306,13 @@ class _Walk:
         self.parts.append(key)
         if data:
             self.data(node, depth)
-        else:
+        elif key in _UNENFORCED_SUBSCHEMAS:
+            # The whole subschema is reported as unenforced: its own keywords would be noise.
+            self.quiet += 1
             self.schema(node, depth)
+            self.quiet -= 1
+        else:
+            self.schema(node, depth, _STRING if key == "propertyNames" else None)
         self.parts.pop()
 
     def _candidates(self, node: Mapping[str, Any]) -> tuple[tuple[rules.Rule, bool], ...]:
@@ -322,18 +330,23 @@ class _Walk:
             found = self._by_shape[keys] = tuple(picked.values())
         return found
 
-    def schema(self, node: Any, depth: int = 1) -> None:
-        """``depth`` counts objects and arrays from the root, as vLLM's nesting check does."""
+    def schema(self, node: Any, depth: int = 1, implied: frozenset[str] | None = None) -> None:
+        """``depth`` counts objects and arrays from the root, as vLLM's nesting check does;
+        ``implied``: the instance type the position fixes (property names are strings)."""
         if not isinstance(node, dict) or self._deeper(depth):
             return
-        types = _types(node)
+        types = _types(node) or implied
+        # Before 2019-09 every keyword beside $ref is ignored, by the spec and the validator.
+        quiet = self.quiet or ("$ref" in node and self.draft < 2019)
         for rule, rejecting in self._candidates(node):
+            if not rejecting and quiet:
+                continue
             if _applies(rule, types, self.draft) and (found := rule.find(node)):
                 where = self.path()
                 (self.rejected if rejecting else self.unenforced).extend(
                     Finding(where, k, rule.message, rule.source) for k in found
                 )
-        if isinstance(node.get("oneOf"), list) and _overlapping(node["oneOf"]):
+        if not quiet and isinstance(node.get("oneOf"), list) and _overlapping(node["oneOf"]):
             message = "oneOf branches that overlap are checked only after generation"
             self.unenforced.append(Finding(self.path(), "oneOf", message, rules.XGRAMMAR))
         if "$ref" in node:
@@ -346,9 +359,12 @@ class _Walk:
             kind = _KEYWORD_KIND.get(key, _DATA)
             if kind is _MAP and isinstance(value, dict):
                 if not self._deeper(depth + 1):
+                    quiet = key in _UNENFORCED_SUBSCHEMAS
                     self.parts.append(key)
+                    self.quiet += quiet
                     for name, child in value.items():
                         self._into(name, child, depth + 2)
+                    self.quiet -= quiet
                     self.parts.pop()
             elif kind is _ONE or (kind is _ITEMS and isinstance(value, dict)):
                 self._into(key, value, depth + 1)

@@ -85,6 +85,7 @@ class Rule:
     example: Any
     violating: Any = None
     drafts: frozenset[int] = field(default=frozenset({4, 6, 7, 2019, 2020}))
+    typed: bool = True  # False: only schemas without `type` (and no type the position implies)
 
 
 def _present(*keys: str) -> Finder:
@@ -304,11 +305,14 @@ REJECT: Final[tuple[Rule, ...]] = (
     # --- XGrammar 0.2.8 refuses to compile these (vLLM answers 400).
     Rule("array-tuple-items", "items", frozenset({"array"}), True, _tuple_items,
          "array-form items (drafts 4-2019) is not supported: use prefixItems (2020-12)",
-         XGRAMMAR, "rejects", {"type": "array", "items": [{"type": "integer"}]}),
+         XGRAMMAR, "rejects",
+         {"$schema": "http://json-schema.org/draft-07/schema#", "type": "array",
+          "items": [{"type": "integer"}]}),
     Rule("number-boolean-exclusive", "exclusiveMinimum", _NUM, False, _boolean_exclusive,
          "boolean exclusiveMinimum/exclusiveMaximum (draft 4) is not supported: give the bound "
          "itself, as in draft 6 and later", XGRAMMAR, "rejects",
-         {"type": "number", "minimum": 0, "exclusiveMinimum": True}),
+         {"$schema": "http://json-schema.org/draft-04/schema#", "type": "number", "minimum": 0,
+          "exclusiveMinimum": True}),
     Rule("false-subschema", "false", _ANY, True, _false_branch,
          "a `false` subschema here is not supported: leave the property or branch out",
          XGRAMMAR, "rejects", {"type": "object", "properties": {"a": False}}),
@@ -334,7 +338,7 @@ REJECT: Final[tuple[Rule, ...]] = (
          "required names a property missing from properties while additionalProperties is not "
          "given: the tier never generates it", XGRAMMAR, "ignores",
          {"type": "object", "properties": {"a": {}}, "required": ["b"]}, {"a": 1}),
-    Rule("regex-feature", "pattern", frozenset({"string"}), True, _refused_regex,
+    Rule("regex-feature", "pattern", _ANY, True, _refused_regex,
          "the pattern uses a regex feature the tier cannot compile (backreference, lookbehind, "
          "\\b, \\p{...} or an atomic group)", XGRAMMAR, "rejects",
          {"type": "string", "pattern": "^(a)\\1$"}),
@@ -387,8 +391,6 @@ _SHAPES: Final = {
 def _untyped_assertions(obj: Mapping[str, Any]) -> list[str]:
     """XGrammar reads a schema with no ``type`` as any value (or as an object or array where
     ``properties`` or ``items`` give the shape away) and drops the other kinds' keywords."""
-    if "type" in obj:
-        return []
     shape = {kind for kind, keys in _SHAPES.items() if any(k in obj for k in keys)}
     return [k for keys, kind in _TYPED_KEYWORDS if kind not in shape for k in keys if k in obj]
 
@@ -407,7 +409,7 @@ UNENFORCED: Final[tuple[Rule, ...]] = (
          XGRAMMAR, "ignores",
          {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
           "dependentRequired": {"a": ["b"]}}, {"a": 1}),
-    Rule("regex-lookahead", "pattern", frozenset({"string"}), True, _skipped_regex,
+    Rule("regex-lookahead", "pattern", _ANY, True, _skipped_regex,
          "lookahead in a pattern is skipped during generation and checked after it", XGRAMMAR,
          "ignores", {"type": "string", "pattern": "^(?!a)\\w+$"}, "abc"),
     Rule("ref-siblings", "$ref", _ANY, True, _beside_ref,
@@ -416,7 +418,7 @@ UNENFORCED: Final[tuple[Rule, ...]] = (
          drafts=frozenset({2019, 2020})),
     Rule("untyped", "minimum", _ANY, True, _untyped_assertions,
          "without `type` this keyword is checked only after generation: add `type`",
-         XGRAMMAR, "ignores", {"minimum": 5}, 3),
+         XGRAMMAR, "ignores", {"minimum": 5}, 3, typed=False),
     Rule("unevaluated-schema", "unevaluatedProperties", _ANY, True,
          lambda obj: [k for k in ("unevaluatedProperties", "unevaluatedItems")
                       if isinstance(obj.get(k), dict) and obj[k]],
