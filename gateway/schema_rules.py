@@ -277,7 +277,8 @@ REJECT: Final[tuple[Rule, ...]] = (
          {"type": "number", "multipleOf": 0.5}, 0.3),
     Rule("array-unique-items", "uniqueItems", frozenset({"array"}), True,
          _present("uniqueItems"), "uniqueItems is not supported: generated arrays may repeat "
-         "items", VLLM_CHECK, "ignores", {"type": "array", "uniqueItems": True}, [1, 1]),
+         "items", VLLM_CHECK, "ignores",
+         {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, [1, 1]),
     Rule("array-contains", "contains", frozenset({"array"}), True,
          _present("contains", "minContains", "maxContains"),
          "contains, minContains and maxContains are not supported on arrays", VLLM_CHECK,
@@ -293,8 +294,9 @@ REJECT: Final[tuple[Rule, ...]] = (
     Rule("object-property-names", "propertyNames", frozenset({"object"}), True,
          _property_names_conflict, "propertyNames cannot be combined with properties, "
          "patternProperties, unevaluatedProperties or a length-bounded pattern", VLLM_CHECK,
-         "ignores", {"type": "object", "properties": {"a": {}}, "propertyNames": {"maxLength": 1}},
-         {"a": 1}),
+         "ignores",
+         {"type": "object", "properties": {"abc": {}}, "propertyNames": {"maxLength": 1}},
+         {"abc": 1}),
     Rule("object-pattern-properties", "patternProperties", frozenset({"object"}), True,
          _pattern_properties_conflict, "patternProperties allows one pattern and no properties "
          "beside it", VLLM_CHECK, "vllm-refuses",
@@ -419,13 +421,6 @@ UNENFORCED: Final[tuple[Rule, ...]] = (
     Rule("untyped", "minimum", _ANY, True, _untyped_assertions,
          "without `type` this keyword is checked only after generation: add `type`",
          XGRAMMAR, "ignores", {"minimum": 5}, 3, typed=False),
-    Rule("unevaluated-schema", "unevaluatedProperties", _ANY, True,
-         lambda obj: [k for k in ("unevaluatedProperties", "unevaluatedItems")
-                      if isinstance(obj.get(k), dict) and obj[k]],
-         "a schema under unevaluatedProperties/unevaluatedItems is checked only after "
-         "generation", XGRAMMAR, "ignores",
-         {"type": "object", "additionalProperties": True,
-          "unevaluatedProperties": {"type": "integer"}}, {"b": "s"}),
 )  # fmt: skip
 # Overlapping oneOf is UNENFORCED too (XGrammar generates it as anyOf); deciding overlap needs
 # more than one object, so gateway.schema_check handles it (source: XGRAMMAR).
@@ -466,7 +461,6 @@ TRIGGERS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
     "regex-lookahead": ("pattern", "patternProperties"),
     "ref-siblings": ("$ref",),
     "untyped": tuple(k for keys, _ in _TYPED_KEYWORDS for k in keys),
-    "unevaluated-schema": ("unevaluatedProperties", "unevaluatedItems"),
 })  # fmt: skip
 
 
