@@ -36,20 +36,33 @@ MAX_OUTPUT_ERRORS: Final = 5  # enough to act on; a broken output can have thous
 MAX_SCHEMA_ERRORS: Final = 10  # meta-schema faults listed in one 400
 MAX_MESSAGE_CHARS: Final = 300  # a message quotes the instance; keep problem bodies small
 
-# Where subschemas sit, by keyword; every other container is data (enum, const, default, x-*).
-_MAP, _ONE, _LIST, _ITEMS, _DATA = "map", "one", "list", "items", "data"
-_KEYWORD_KIND: Final[dict[str, str]] = {
+
+@dataclass(frozen=True, slots=True)
+class _Position:
+    """Where a keyword holds subschemas: one, a list (``many``) or a map (``many``, ``map``);
+    ``quiet``: the subschema is unenforced as a whole, so its own keywords are not listed;
+    ``implied``: the instance type the position fixes (property names are strings)."""
+
+    many: bool = False
+    map: bool = False
+    quiet: int = 0
+    implied: frozenset[str] | None = None
+
+
+_ONE, _LIST, _MAP = _Position(), _Position(many=True), _Position(many=True, map=True)
+# Every other container is data (enum, const, default, examples, x-*). `items` is listed as a
+# list (drafts 4-2019) and walked as one schema when it is an object (2020-12).
+_KEYWORD_KIND: Final[dict[str, _Position]] = {
     **dict.fromkeys(("properties", "patternProperties", "$defs", "definitions",
-                     "dependentSchemas", "dependencies"), _MAP),
+                     "dependencies"), _MAP),
+    "dependentSchemas": _Position(many=True, map=True, quiet=1),
     **dict.fromkeys(("additionalProperties", "additionalItems", "unevaluatedItems",
-                     "unevaluatedProperties", "contains", "propertyNames", "not", "if", "then",
-                     "else", "contentSchema"), _ONE),
-    **dict.fromkeys(("allOf", "anyOf", "oneOf", "prefixItems"), _LIST),
-    "items": _ITEMS,
+                     "unevaluatedProperties", "contains", "contentSchema"), _ONE),
+    **dict.fromkeys(("not", "if", "then", "else"), _Position(quiet=1)),
+    "propertyNames": _Position(implied=frozenset({"string"})),
+    **dict.fromkeys(("allOf", "anyOf", "oneOf", "prefixItems", "items"), _LIST),
 }  # fmt: skip
 _CONTAINERS: Final = (dict, list)
-_UNENFORCED_SUBSCHEMAS: Final = frozenset({"not", "if", "then", "else", "dependentSchemas"})
-_STRING: Final = frozenset({"string"})
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
 
 
@@ -306,13 +319,8 @@ class _Walk:
         self.parts.append(key)
         if data:
             self.data(node, depth)
-        elif key in _UNENFORCED_SUBSCHEMAS:
-            # The whole subschema is reported as unenforced: its own keywords would be noise.
-            self.quiet += 1
-            self.schema(node, depth)
-            self.quiet -= 1
         else:
-            self.schema(node, depth, _STRING if key == "propertyNames" else None)
+            self.schema(node, depth)
         self.parts.pop()
 
     def _candidates(self, node: Mapping[str, Any]) -> tuple[tuple[rules.Rule, bool], ...]:
@@ -353,31 +361,32 @@ class _Walk:
             self._local_ref(node["$ref"])
         if "pattern" in node or "patternProperties" in node:
             self._patterns(node)
+        parts, deeper = self.parts, depth + 1
         for key, value in node.items():
             if not isinstance(value, _CONTAINERS):
                 continue
-            kind = _KEYWORD_KIND.get(key, _DATA)
-            if kind is _MAP and isinstance(value, dict):
-                if not self._deeper(depth + 1):
-                    quiet = key in _UNENFORCED_SUBSCHEMAS
-                    self.parts.append(key)
-                    self.quiet += quiet
-                    for name, child in value.items():
-                        self._into(name, child, depth + 2)
-                    self.quiet -= quiet
-                    self.parts.pop()
-            elif kind is _ONE or (kind is _ITEMS and isinstance(value, dict)):
-                self._into(key, value, depth + 1)
-            elif (kind is _LIST or kind is _ITEMS) and isinstance(value, list):
-                if not self._deeper(depth + 1):
-                    self.parts.append(key)
-                    for i, child in enumerate(value):
-                        self._into(i, child, depth + 2)
-                    self.parts.pop()
-            elif isinstance(value, list) and not any(isinstance(v, _CONTAINERS) for v in value):
-                self._deeper(depth + 1)  # a flat list (required, enum of scalars): only counts
-            else:
-                self._into(key, value, depth + 1, data=True)  # enum, const, default, x-*
+            kind = _KEYWORD_KIND.get(key)
+            if kind is None:  # enum, const, default, examples, x-*: data
+                # a flat list (required, an enum of scalars) holds nothing: it only counts
+                nested = isinstance(value, dict) or any(isinstance(v, _CONTAINERS) for v in value)
+                if nested or deeper > rules.MAX_NESTING:
+                    self._into(key, value, deeper, data=True)
+                continue
+            if deeper > rules.MAX_NESTING:
+                self._into(key, value, deeper, data=True)  # records where, goes no deeper
+                continue
+            parts.append(key)
+            self.quiet += kind.quiet
+            if kind.many and isinstance(value, dict if kind.map else list):
+                children = value.items() if isinstance(value, dict) else enumerate(value)
+                for name, child in children:
+                    parts.append(name)
+                    self.schema(child, depth + 2)
+                    parts.pop()
+            elif isinstance(value, dict):  # one schema (also `items` in 2020-12)
+                self.schema(value, deeper, kind.implied)
+            self.quiet -= kind.quiet
+            parts.pop()
 
     def data(self, value: Any, depth: int) -> None:
         """vLLM's own check reads every nested object, data too: mirror its verdicts there."""

@@ -161,14 +161,14 @@ def _number(value: Any) -> bool:
 
 
 def _integer_bound_out_of_range(obj: Mapping[str, Any]) -> list[str]:
-    return [k for k in _BOUNDS if _number(obj.get(k)) and not INT64_MIN <= obj[k] <= INT64_MAX]
+    return [
+        k for k in _BOUNDS if k in obj and _number(obj[k]) and not INT64_MIN <= obj[k] <= INT64_MAX
+    ]
 
 
 def _fractional_integer_bound(obj: Mapping[str, Any]) -> list[str]:
     return [
-        k
-        for k in _BOUNDS
-        if _number(obj.get(k)) and isinstance(obj[k], float) and not obj[k].is_integer()
+        k for k in _BOUNDS if k in obj and isinstance(obj[k], float) and not obj[k].is_integer()
     ]
 
 
@@ -182,7 +182,7 @@ def _contradictory_bounds(obj: Mapping[str, Any]) -> list[str]:
     return [
         lo
         for lo, hi in pairs
-        if _number(obj.get(lo)) and _number(obj.get(hi)) and obj[lo] > obj[hi]
+        if lo in obj and hi in obj and _number(obj[lo]) and _number(obj[hi]) and obj[lo] > obj[hi]
     ]
 
 
