@@ -50,6 +50,7 @@ class _Position:
 
 
 _ONE, _LIST, _MAP = _Position(), _Position(many=True), _Position(many=True, map=True)
+_FLAT = _Position(implied=frozenset())  # a list of strings: holds no schema, no object
 # Every other container is data (enum, const, default, examples, x-*). `items` is listed as a
 # list (drafts 4-2019) and walked as one schema when it is an object (2020-12).
 _KEYWORD_KIND: Final[dict[str, _Position]] = {
@@ -60,6 +61,7 @@ _KEYWORD_KIND: Final[dict[str, _Position]] = {
                      "unevaluatedProperties", "contains", "contentSchema"), _ONE),
     **dict.fromkeys(("not", "if", "then", "else"), _Position(quiet=1)),
     "propertyNames": _Position(implied=frozenset({"string"})),
+    **dict.fromkeys(("required", "type"), _FLAT),
     **dict.fromkeys(("allOf", "anyOf", "oneOf", "prefixItems", "items"), _LIST),
 }  # fmt: skip
 _CONTAINERS: Final = (dict, list)
@@ -303,7 +305,7 @@ class _Walk:
         self.invalid: list[dict[str, str]] = []
         self.too_deep: str | None = None
         self.quiet = 0  # > 0 inside a subschema that is unenforced as a whole
-        self._by_shape: dict[tuple[str, ...], tuple[tuple[rules.Rule, bool], ...]] = {}
+        self._by_shape: dict[tuple[Any, ...], tuple[tuple[rules.Rule, bool], ...]] = {}
 
     def path(self, *more: str | int) -> str:
         return json_path([*self.parts, *more])
@@ -323,19 +325,28 @@ class _Walk:
             self.schema(node, depth)
         self.parts.pop()
 
-    def _candidates(self, node: Mapping[str, Any]) -> tuple[tuple[rules.Rule, bool], ...]:
-        """The rules whose trigger keywords ``node`` holds (True: rejecting), memoised by the
-        object's keys: a large schema repeats a handful of shapes."""
-        keys = tuple(node)
-        found = self._by_shape.get(keys)
+    def _rules_for(
+        self, node: Mapping[str, Any], types: frozenset[str] | None, quiet: bool
+    ) -> tuple[tuple[rules.Rule, bool], ...]:
+        """The rules that can fire on ``node`` (True: rejecting): those whose trigger keywords
+        it holds and that apply to its type. Memoised by shape: a large schema repeats a
+        handful of (keys, type) combinations thousands of times."""
+        shape = (tuple(node), types, quiet)
+        found = self._by_shape.get(shape)
         if found is None:
             picked: dict[str, tuple[rules.Rule, bool]] = {}
-            for key in keys:
+            for key in node:
                 for rule in rules.REJECT_BY_KEY.get(key, ()):
                     picked[rule.id] = (rule, True)
-                for rule in rules.UNENFORCED_BY_KEY.get(key, ()):
-                    picked[rule.id] = (rule, False)
-            found = self._by_shape[keys] = tuple(picked.values())
+                if not quiet:
+                    for rule in rules.UNENFORCED_BY_KEY.get(key, ()):
+                        picked[rule.id] = (rule, False)
+            found = tuple(
+                (rule, rejecting)
+                for rule, rejecting in picked.values()
+                if _applies(rule, types, self.draft)
+            )
+            self._by_shape[shape] = found
         return found
 
     def schema(self, node: Any, depth: int = 1, implied: frozenset[str] | None = None) -> None:
@@ -345,11 +356,9 @@ class _Walk:
             return
         types = _types(node) or implied
         # Before 2019-09 every keyword beside $ref is ignored, by the spec and the validator.
-        quiet = self.quiet or ("$ref" in node and self.draft < 2019)
-        for rule, rejecting in self._candidates(node):
-            if not rejecting and quiet:
-                continue
-            if _applies(rule, types, self.draft) and (found := rule.find(node)):
+        quiet = bool(self.quiet) or ("$ref" in node and self.draft < 2019)
+        for rule, rejecting in self._rules_for(node, types, quiet):
+            if found := rule.find(node):
                 where = self.path()
                 (self.rejected if rejecting else self.unenforced).extend(
                     Finding(where, k, rule.message, rule.source) for k in found
@@ -366,6 +375,10 @@ class _Walk:
             if not isinstance(value, _CONTAINERS):
                 continue
             kind = _KEYWORD_KIND.get(key)
+            if kind is _FLAT:  # required, type: lists of strings (the meta-schema saw to it)
+                if deeper > rules.MAX_NESTING:
+                    self._into(key, value, deeper, data=True)
+                continue
             if kind is None:  # enum, const, default, examples, x-*: data
                 # a flat list (required, an enum of scalars) holds nothing: it only counts
                 nested = isinstance(value, dict) or any(isinstance(v, _CONTAINERS) for v in value)
