@@ -114,9 +114,17 @@ class CheckedSchema:
         # Built on first use: generation takes seconds, a build of a 100 KB schema ~15 ms,
         # which would otherwise blow the preflight budget. A race builds it twice, harmlessly.
         if self._validator is None:
-            self._validator = jsonschema_rs.validator_for(
-                self.schema, validate_formats=True, offline=True
-            )
+            try:
+                self._validator = jsonschema_rs.validator_for(
+                    self.schema, validate_formats=True, offline=True
+                )
+            except (ValueError, jsonschema_rs.ReferencingError) as exc:
+                # The preflight resolves refs and compiles patterns first, so this is a gap in
+                # it: still the schema's fault, never the tier's and never a 500.
+                raise SchemaInvalid(
+                    "the schema cannot be compiled for output validation",
+                    errors=[{"path": "$", "message": str(exc)[:MAX_MESSAGE_CHARS]}],
+                ) from None
         return self._validator
 
     def validate_output(self, text: str, finish_reason: str | None) -> Any:
@@ -134,7 +142,7 @@ class CheckedSchema:
             )
         try:
             value = msgspec.json.decode(text)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:  # TypeError: None
             raise OutputInvalid(
                 f"the output is not valid JSON ({exc})",
                 reason="invalid-json",

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import OutputInvalid
+from gateway.errors import OutputInvalid, SchemaInvalid
 from gateway.schema_check import CheckedSchema, SchemaChecker, json_path
 
 PERSON = {
@@ -159,3 +159,13 @@ def test_problem_body(person: CheckedSchema) -> None:
 )
 def test_json_path(parts: list[str | int], path: str) -> None:
     assert json_path(parts) == path
+
+
+def test_no_text_at_all_is_invalid_json(person: CheckedSchema) -> None:
+    assert outcome(person, None).members["reason"] == "invalid-json"  # type: ignore[arg-type]
+
+
+def test_a_schema_that_cannot_be_compiled_is_the_schemas_fault_not_a_500() -> None:
+    broken = CheckedSchema({"$ref": "#/$defs/missing"}, "0" * 64, 2020, ())  # not via check()
+    with pytest.raises(SchemaInvalid):
+        broken.validate_output("1", "stop")
