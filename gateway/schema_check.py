@@ -185,6 +185,11 @@ class SchemaChecker:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def clear(self) -> None:
+        """Forget every verdict (a benchmark of the uncached path, a change of rules)."""
+        with self._lock:
+            self._cache.clear()
+
     def check(self, schema: dict[str, Any] | bool) -> CheckedSchema:
         if not isinstance(schema, dict | bool):
             raise SchemaInvalid(

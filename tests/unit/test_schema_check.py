@@ -281,6 +281,13 @@ def test_cache_is_a_bounded_lru() -> None:
     assert checker.check({"type": "integer"}) is not b
 
 
+def test_clear_forgets_every_verdict(checker: SchemaChecker) -> None:
+    first = checker.check({"type": "string"})
+    checker.clear()
+    assert len(checker) == 0
+    assert checker.check({"type": "string"}) is not first
+
+
 def test_rejections_are_cached_and_raised_afresh(checker: SchemaChecker) -> None:
     schema = {"type": "array", "uniqueItems": True}
     first = faults(checker, schema)
