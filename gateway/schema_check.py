@@ -27,7 +27,6 @@ from typing import Any, Final
 
 import jsonschema_rs
 import msgspec
-from jsonschema_rs.canonical import json as canonical_json
 
 from gateway import schema_rules as rules
 from gateway.errors import GatewayError, OutputInvalid, SchemaInvalid, SchemaUnsupported
@@ -376,9 +375,6 @@ class _Walk:
                 (self.rejected if rejecting else self.unenforced).extend(
                     Finding(where, k, rule.message, rule.source) for k in found
                 )
-        if not quiet and isinstance(node.get("oneOf"), list) and _overlapping(node["oneOf"]):
-            message = "oneOf branches that overlap are checked only after generation"
-            self.unenforced.append(Finding(self.path(), "oneOf", message, rules.XGRAMMAR))
         if "$ref" in node:
             self._local_ref(node["$ref"])
         if "pattern" in node or "patternProperties" in node:
@@ -456,50 +452,3 @@ class _Walk:
             if isinstance(pattern, str) and not self.regex.is_valid(pattern):
                 message = f"{pattern!r} is not a valid regex"
                 self.invalid.append({"path": self.path(*where), "message": message})
-
-
-def _instance_types(branch: Any) -> frozenset[str] | None:
-    if not isinstance(branch, dict):
-        return None
-    declared = _types(branch)
-    if declared is not None:
-        return declared
-    values = [branch["const"]] if "const" in branch else branch.get("enum")
-    if not isinstance(values, list):
-        return None
-    return frozenset(_json_type(v) for v in values)
-
-
-def _json_type(value: Any) -> str:
-    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
-    return "null" if value is None else kinds.get(type(value), "object")
-
-
-def _overlapping(branches: list[Any]) -> bool:
-    """Could one value match two branches? Disjoint declared types, or a discriminating
-    ``const`` under a property every branch requires, prove it cannot."""
-    kinds = [_instance_types(b) for b in branches]
-    if all(k is not None for k in kinds):
-        seen: set[str] = set()
-        for k in kinds:
-            assert k is not None
-            widened = k | ({"integer"} if "number" in k else set())
-            if seen & widened:
-                break
-            seen |= widened
-        else:
-            return False
-    return not _discriminated(branches)
-
-
-def _discriminated(branches: list[Any]) -> bool:
-    if not all(isinstance(b, dict) and isinstance(b.get("properties"), dict) for b in branches):
-        return False
-    common = set.intersection(*(set(b.get("required", [])) for b in branches))
-    for name in common:
-        tags = [b["properties"].get(name) for b in branches]
-        if all(isinstance(t, dict) and "const" in t for t in tags):
-            keys = [canonical_json.to_string(t["const"]) for t in tags]
-            if len(set(keys)) == len(keys):
-                return True
-    return False

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from jsonschema_rs.canonical import json as canonical_json
+
 VLLM_VERSION: Final = "0.33.0"
 XGRAMMAR_VERSION: Final = "0.2.8"
 
@@ -397,6 +399,67 @@ def _untyped_assertions(obj: Mapping[str, Any]) -> list[str]:
     return [k for keys, kind in _TYPED_KEYWORDS if kind not in shape for k in keys if k in obj]
 
 
+def _declared_types(obj: Mapping[str, Any]) -> frozenset[str] | None:
+    declared = obj.get("type")
+    if isinstance(declared, str):
+        return frozenset({declared})
+    if isinstance(declared, list):
+        return frozenset(t for t in declared if isinstance(t, str))
+    return None
+
+
+def _instance_types(branch: Any) -> frozenset[str] | None:
+    if not isinstance(branch, dict):
+        return None
+    declared = _declared_types(branch)
+    if declared is not None:
+        return declared
+    values = [branch["const"]] if "const" in branch else branch.get("enum")
+    if not isinstance(values, list):
+        return None
+    return frozenset(_json_type(v) for v in values)
+
+
+def _json_type(value: Any) -> str:
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
+    return "null" if value is None else kinds.get(type(value), "object")
+
+
+def _overlapping(branches: list[Any]) -> bool:
+    """Could one value match two branches? Disjoint declared types, or a discriminating
+    ``const`` under a property every branch requires, prove it cannot."""
+    kinds = [_instance_types(b) for b in branches]
+    if all(k is not None for k in kinds):
+        seen: set[str] = set()
+        for k in kinds:
+            assert k is not None
+            widened = k | ({"integer"} if "number" in k else set())
+            if seen & widened:
+                break
+            seen |= widened
+        else:
+            return False
+    return not _discriminated(branches)
+
+
+def _discriminated(branches: list[Any]) -> bool:
+    if not all(isinstance(b, dict) and isinstance(b.get("properties"), dict) for b in branches):
+        return False
+    common = set.intersection(*(set(b.get("required", [])) for b in branches))
+    for name in common:
+        tags = [b["properties"].get(name) for b in branches]
+        if all(isinstance(t, dict) and "const" in t for t in tags):
+            keys = [canonical_json.to_string(t["const"]) for t in tags]
+            if len(set(keys)) == len(keys):
+                return True
+    return False
+
+
+def _overlapping_one_of(obj: Mapping[str, Any]) -> list[str]:
+    branches = obj.get("oneOf")
+    return ["oneOf"] if isinstance(branches, list) and _overlapping(branches) else []
+
+
 UNENFORCED: Final[tuple[Rule, ...]] = (
     Rule("not", "not", _ANY, True, _present("not"), "not is checked only after generation",
          XGRAMMAR, "ignores", {"type": "integer", "not": {"const": 3}}, 3),
@@ -411,6 +474,10 @@ UNENFORCED: Final[tuple[Rule, ...]] = (
          XGRAMMAR, "ignores",
          {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
           "dependentRequired": {"a": ["b"]}}, {"a": 1}),
+    Rule("one-of-overlap", "oneOf", _ANY, True, _overlapping_one_of,
+         "oneOf is generated as anyOf: a value matching two branches is caught only after "
+         "generation (disjoint types, or a const tag every branch requires, avoid this)",
+         XGRAMMAR, "ignores", {"oneOf": [{"type": "integer"}, {"type": "number"}]}, 3),
     Rule("regex-lookahead", "pattern", _ANY, True, _skipped_regex,
          "lookahead in a pattern is skipped during generation and checked after it", XGRAMMAR,
          "ignores", {"type": "string", "pattern": "^(?!a)\\w+$"}, "abc"),
@@ -422,8 +489,6 @@ UNENFORCED: Final[tuple[Rule, ...]] = (
          "without `type` this keyword is checked only after generation: add `type`",
          XGRAMMAR, "ignores", {"minimum": 5}, 3, typed=False),
 )  # fmt: skip
-# Overlapping oneOf is UNENFORCED too (XGrammar generates it as anyOf); deciding overlap needs
-# more than one object, so gateway.schema_check handles it (source: XGRAMMAR).
 
 # vLLM's check walks every nested object of the schema document, annotation data included.
 VLLM_RULE_IDS: Final = frozenset(r.id for r in REJECT if r.source == VLLM_CHECK)
@@ -458,6 +523,7 @@ TRIGGERS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
     "not": ("not",),
     "conditional": ("if", "then", "else"),
     "dependencies": ("dependentRequired", "dependentSchemas", "dependencies"),
+    "one-of-overlap": ("oneOf",),
     "regex-lookahead": ("pattern", "patternProperties"),
     "ref-siblings": ("$ref",),
     "untyped": tuple(k for keys, _ in _TYPED_KEYWORDS for k in keys),
