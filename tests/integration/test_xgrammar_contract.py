@@ -116,3 +116,12 @@ def test_corpus_preflight_agrees_with_xgrammar(compiler: Any, name: str) -> None
 def test_corpus_manifest_covers_every_file() -> None:
     files = [p.name for p in CORPUS.glob("*.json") if p.name != "manifest.json"]
     assert sorted(MANIFEST) == sorted(files)
+
+
+def test_formats_are_shapes_in_xgrammar_and_the_validator_checks_the_rest(compiler: Any) -> None:
+    schema = {"type": "string", "format": "date"}
+    compiled = compile_like_vllm(compiler, schema)
+    assert not admits(compiled, "2026-13-01")  # the month is part of the grammar
+    assert admits(compiled, "2026-02-30")  # the calendar is not
+    with pytest.raises(OutputInvalid):
+        SchemaChecker().check(schema).validate_output('"2026-02-30"', "stop")
