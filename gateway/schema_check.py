@@ -64,6 +64,7 @@ _KEYWORD_KIND: Final[dict[str, _Position]] = {
     **dict.fromkeys(("allOf", "anyOf", "oneOf", "prefixItems", "items"), _LIST),
 }  # fmt: skip
 _CONTAINERS: Final = (dict, list)
+_Applicable = tuple[tuple[rules.Rule, bool], ...]
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
 
 
@@ -317,7 +318,7 @@ class _Walk:
         self.invalid: list[dict[str, str]] = []
         self.too_deep: str | None = None
         self.quiet = 0  # > 0 inside a subschema that is unenforced as a whole
-        self._by_shape: dict[tuple[Any, ...], tuple[tuple[rules.Rule, bool], ...]] = {}
+        self._by_shape: dict[tuple[Any, ...], _Applicable] = {}
 
     def path(self, *more: str | int) -> str:
         return json_path([*self.parts, *more])
@@ -337,39 +338,48 @@ class _Walk:
             self.schema(node, depth)
         self.parts.pop()
 
-    def _rules_for(
-        self, node: Mapping[str, Any], types: frozenset[str] | None, quiet: bool
-    ) -> tuple[tuple[rules.Rule, bool], ...]:
+    def _rules_for(self, node: Mapping[str, Any], shape: tuple[Any, ...]) -> _Applicable:
         """The rules that can fire on ``node`` (True: rejecting): those whose trigger keywords
-        it holds and that apply to its type. Memoised by shape: a large schema repeats a
-        handful of (keys, type) combinations thousands of times."""
-        shape = (tuple(node), types, quiet)
-        found = self._by_shape.get(shape)
-        if found is None:
-            picked: dict[str, tuple[rules.Rule, bool]] = {}
-            for key in node:
-                for rule in rules.REJECT_BY_KEY.get(key, ()):
-                    picked[rule.id] = (rule, True)
-                if not quiet:
-                    for rule in rules.UNENFORCED_BY_KEY.get(key, ()):
-                        picked[rule.id] = (rule, False)
-            found = tuple(
-                (rule, rejecting)
-                for rule, rejecting in picked.values()
-                if _applies(rule, types, self.draft)
-            )
-            self._by_shape[shape] = found
+        it holds and that apply to its type. Memoised by ``shape`` (keys, type, implied type,
+        quiet): a large schema repeats a handful of shapes thousands of times."""
+        _, _, implied, quiet = shape
+        types = _types(node) or implied
+        picked: dict[str, tuple[rules.Rule, bool]] = {}
+        for key in node:
+            for rule in rules.REJECT_BY_KEY.get(key, ()):
+                picked[rule.id] = (rule, True)
+            if not quiet:
+                for rule in rules.UNENFORCED_BY_KEY.get(key, ()):
+                    picked[rule.id] = (rule, False)
+        found = tuple(
+            (rule, rejecting)
+            for rule, rejecting in picked.values()
+            if _applies(rule, types, self.draft)
+        )
+        self._by_shape[shape] = found
         return found
 
     def schema(self, node: Any, depth: int = 1, implied: frozenset[str] | None = None) -> None:
         """``depth`` counts objects and arrays from the root, as vLLM's nesting check does;
         ``implied``: the instance type the position fixes (property names are strings)."""
-        if not isinstance(node, dict) or self._deeper(depth):
+        if not isinstance(node, dict):
             return
-        types = _types(node) or implied
+        if depth > rules.MAX_NESTING:
+            self._deeper(depth)
+            return
+        declared = node.get("type")
         # Before 2019-09 every keyword beside $ref is ignored, by the spec and the validator.
         quiet = bool(self.quiet) or ("$ref" in node and self.draft < 2019)
-        for rule, rejecting in self._rules_for(node, types, quiet):
+        shape = (
+            tuple(node),
+            tuple(declared) if isinstance(declared, list) else declared,
+            implied,
+            quiet,
+        )
+        applicable = self._by_shape.get(shape)
+        if applicable is None:
+            applicable = self._rules_for(node, shape)
+        for rule, rejecting in applicable:
             if found := rule.find(node):
                 where = self.path()
                 (self.rejected if rejecting else self.unenforced).extend(
