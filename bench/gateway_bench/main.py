@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="gateway, LiteLLM and nginx workers")
     p.add_argument("--no-litellm", action="store_true", help="skip the peer (no venv needed)")
     p.add_argument("--nocheck-env", default="", help="KEY=VALUE turning schema checks off")
+    p.add_argument(
+        "--checked-app",
+        action="store_true",
+        help="also run checked_app.py (the real schema checker swapped in) as gateway-checked",
+    )
     p.add_argument("--hold", type=int, default=256, help="requests held for peak RSS (0: skip)")
     p.add_argument("--servers", action="store_true", help="also compare uvicorn and granian")
     p.add_argument("--out", default=str(RESULTS / "gateway-overhead"))
@@ -190,6 +195,21 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 started_svcs.append(gw_off)
                 targets["gateway-nocheck"] = (gw_off, chat)
+            if args.checked_app:
+                gw_on = services.start_gateway(
+                    work,
+                    stub.url,
+                    args.workers,
+                    name="gateway-checked",
+                    server_argv=[
+                        *SERVERS["uvicorn"][:3],
+                        "checked_app:app",
+                        *SERVERS["uvicorn"][4:],
+                    ],
+                    extra_env={"PYTHONPATH": f"{services.REPO}:{services.HERE}"},
+                )
+                started_svcs.append(gw_on)
+                targets["gateway-checked"] = (gw_on, chat)
             if not args.no_litellm:
                 llm = services.start_litellm(work, stub.url, args.workers)
                 started_svcs.append(llm)
