@@ -109,6 +109,24 @@ class Metrics:
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         self.registry.register(TierStateCollector(tier_states))
 
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """Requests and fallbacks by reason, per tier requested, summed over all workers."""
+        out: dict[str, dict[str, Any]] = {}
+        for family in self.registry.collect():
+            if family.name != "gateway_requests":
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                row = out.setdefault(
+                    sample.labels["tier_requested"], {"requests": 0, "fallbacks": {}}
+                )
+                row["requests"] += int(sample.value)
+                reason = sample.labels["fallback_reason"]
+                if reason:
+                    row["fallbacks"][reason] = row["fallbacks"].get(reason, 0) + int(sample.value)
+        return out
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
