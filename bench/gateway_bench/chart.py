@@ -17,14 +17,13 @@ import matplotlib.pyplot as plt  # the backend must be chosen first
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report
 
-ORDER = ["direct", "nginx", "gateway", "gateway-nocheck", "gateway-checked", "gateway /generate"]
+ORDER = ["direct", "nginx", "gateway", "gateway-nocheck", "gateway /generate"]
 ORDER += ["litellm"]
 COLORS = {
     "direct": "#999999",
     "nginx": "#2b8cbe",
     "gateway": "#31a354",
     "gateway-nocheck": "#a1d99b",
-    "gateway-checked": "#006d2c",
     "gateway /generate": "#74c476",
     "litellm": "#de2d26",
 }

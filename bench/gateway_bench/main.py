@@ -6,9 +6,10 @@
 Targets, all answering the same wrk load (chat.lua: a json_schema chat completion):
 direct (the nginx stub itself: zero overhead), nginx (a plain reverse proxy to the stub: the
 floor for one HTTP hop), litellm (the peer) and gateway (``gateway serve``), plus
-gateway-nocheck when the settings switch for schema checks exists. Then /generate on the
-gateway, the peak-RSS hold (256 requests held by a slow upstream) and, with --servers, the
-ASGI server comparison. Results: bench/results/gateway-overhead.{md,json,png}.
+gateway-nocheck (schema checks off: --nocheck-app, or --nocheck-env once a setting exists).
+Then /generate on the gateway, the peak-RSS hold (256 requests held by a slow upstream)
+and, with --servers, the ASGI server comparison.
+Results: bench/results/gateway-overhead.{md,json,png}.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-litellm", action="store_true", help="skip the peer (no venv needed)")
     p.add_argument("--nocheck-env", default="", help="KEY=VALUE turning schema checks off")
     p.add_argument(
-        "--checked-app",
+        "--nocheck-app",
         action="store_true",
-        help="also run checked_app.py (the real schema checker swapped in) as gateway-checked",
+        help="also run nocheck_app.py (schema checks off) as gateway-nocheck",
     )
     p.add_argument("--hold", type=int, default=256, help="requests held for peak RSS (0: skip)")
     p.add_argument("--servers", action="store_true", help="also compare uvicorn and granian")
@@ -195,21 +196,21 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 started_svcs.append(gw_off)
                 targets["gateway-nocheck"] = (gw_off, chat)
-            if args.checked_app:
-                gw_on = services.start_gateway(
+            if args.nocheck_app and not args.nocheck_env:
+                gw_off = services.start_gateway(
                     work,
                     stub.url,
                     args.workers,
-                    name="gateway-checked",
+                    name="gateway-nocheck",
                     server_argv=[
                         *SERVERS["uvicorn"][:3],
-                        "checked_app:app",
+                        "nocheck_app:app",
                         *SERVERS["uvicorn"][4:],
                     ],
                     extra_env={"PYTHONPATH": f"{services.REPO}:{services.HERE}"},
                 )
-                started_svcs.append(gw_on)
-                targets["gateway-checked"] = (gw_on, chat)
+                started_svcs.append(gw_off)
+                targets["gateway-nocheck"] = (gw_off, chat)
             if not args.no_litellm:
                 llm = services.start_litellm(work, stub.url, args.workers)
                 started_svcs.append(llm)

@@ -59,7 +59,7 @@ def table(agg: dict[tuple[str, int], Row]) -> str:
 
 
 def _order(target: str) -> int:
-    known = ["direct", "nginx", "gateway", "gateway-nocheck", "gateway-checked"]
+    known = ["direct", "nginx", "gateway", "gateway-nocheck"]
     known += ["gateway /generate", "litellm"]
     return known.index(target) if target in known else len(known)
 
@@ -100,8 +100,6 @@ def targets(agg: dict[tuple[str, int], Row], hold: Row | None) -> list[str]:
         )
     for c in (16, 64):
         on, off = get("gateway", c), get("gateway-nocheck", c)
-        if get("gateway-checked", c):  # checked_app.py: the checks on, the default app off
-            on, off = get("gateway-checked", c), get("gateway", c)
         if on and off:
             drop = 1 - on["rps"] / off["rps"]
             lines.append(
