@@ -39,8 +39,7 @@ def held_prod_health(router: respx.MockRouter) -> Iterator[Held]:
 
     async def hold(request: httpx.Request) -> httpx.Response:
         held.call_count += 1
-        while not release.is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(release.wait)  # set from the test's thread at teardown
         return httpx.Response(303, headers={"location": "/health?__modal_call=1"})
 
     router.get(PROD_URL + "/health", name="prod-health").mock(side_effect=hold)
@@ -63,12 +62,11 @@ def eventually(condition: Any, within_s: float = 10.0) -> bool:
 def metric(client: TestClient[Any], name: str, **labels: str) -> float:
     """One sample's value from the gateway's own /metrics page (0 when absent)."""
     text = client.get("/metrics").text
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()) or not want:
-                total += float(line.rsplit(" ", 1)[1])
+        named = line.startswith((name + "{", name + " "))
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
     return total
 
 
