@@ -30,8 +30,9 @@ def show_status(url: str, *, as_json: bool) -> int:
     if as_json:
         print(msgspec.json.format(msgspec.json.encode(data)).decode())
         return 0
+    head = ("tier", "state", "eta", "cold start", "warm-ups", "requests")
     print(
-        f"{'tier':8} {'state':12} {'eta':>6} {'cold start':>10} {'warm-ups':>8} {'requests':>8}  last error"
+        f"{head[0]:8} {head[1]:12} {head[2]:>6} {head[3]:>10} {head[4]:>8} {head[5]:>8}  last error"
     )
     for name, tier in data.items():
         eta = tier.get("eta_s")
