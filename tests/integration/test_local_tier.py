@@ -2,11 +2,13 @@
 
 One server for the whole module (started once: loading the model is the slow part), run
 with ``--max-queue 1`` so the queue bound can be reached with three requests, and with the
-model hub pointed at a sentinel socket that records any connection attempt.
+model hub pointed at a sentinel socket that records any connection attempt. A few fast
+tests at the end check the request rules and the scheduler without the model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -17,11 +19,15 @@ from typing import Any
 
 import httpx
 import jsonschema
+import msgspec
 import pytest
 
+from tiers.local.jobs import JobSpec
+from tiers.local.protocol import ChatCompletionRequest, RequestRejected
+from tiers.local.scheduler import ClientGone, QueueFull, Scheduler
 from tiers.local.testing import LocalTierProcess, local_tier_server
 
-pytestmark = pytest.mark.model
+model = pytest.mark.model
 
 # Every completion here stays short: the whole file must run in a few minutes on 2 cores.
 TIMEOUT = httpx.Timeout(10.0, read=180.0)
@@ -126,6 +132,7 @@ def wait_for(client: httpx.Client, name: str, value: float, timeout_s: float = 6
     raise AssertionError(f"{name} never reached {value}: {metrics(client)}")
 
 
+@model
 def test_health_is_503_until_the_model_is_loaded_then_200(server: LocalTierProcess) -> None:
     seen = [status for status in server.health_log if status]
     assert seen[0] == 503
@@ -133,6 +140,7 @@ def test_health_is_503_until_the_model_is_loaded_then_200(server: LocalTierProce
     assert server.stdout().count("local tier ready:") == 1
 
 
+@model
 def test_nested_schema_output_validates(client: httpx.Client) -> None:
     response = chat(
         client,
@@ -158,6 +166,7 @@ def test_nested_schema_output_validates(client: httpx.Client) -> None:
     assert body["model"] == "local"  # the name the gateway sent, echoed like vLLM
 
 
+@model
 def test_max_tokens_cut_reports_length(client: httpx.Client) -> None:
     response = chat(
         client,
@@ -177,6 +186,7 @@ def test_max_tokens_cut_reports_length(client: httpx.Client) -> None:
         json.loads(body["choices"][0]["message"]["content"])
 
 
+@model
 def test_uncompilable_schema_is_a_400_in_vllms_error_shape(client: httpx.Client) -> None:
     bad = {"type": "integer", "minimum": 10, "maximum": 1}
     response = chat(
@@ -194,12 +204,14 @@ def test_uncompilable_schema_is_a_400_in_vllms_error_shape(client: httpx.Client)
     assert "minimum" in error["error"]["message"]
 
 
+@model
 def test_malformed_request_is_a_400_naming_the_field(client: httpx.Client) -> None:
     response = client.post("/v1/chat/completions", json={"messages": "hello"})
     assert response.status_code == 400
     assert "$.messages" in response.json()["error"]["message"]
 
 
+@model
 def test_json_object_mode_gives_an_object(client: httpx.Client) -> None:
     response = chat(
         client,
@@ -214,6 +226,7 @@ def test_json_object_mode_gives_an_object(client: httpx.Client) -> None:
     assert isinstance(json.loads(choice["message"]["content"]), dict)
 
 
+@model
 def test_plain_text_and_stop_string(client: httpx.Client) -> None:
     plain = chat(client, "Say hello.", max_tokens=6, temperature=0).json()
     text = plain["choices"][0]["message"]["content"]
@@ -228,6 +241,7 @@ def test_plain_text_and_stop_string(client: httpx.Client) -> None:
     assert words[1] not in choice["message"]["content"]
 
 
+@model
 def test_greedy_and_seeded_sampling_repeat(client: httpx.Client) -> None:
     def text(**sampling: Any) -> str:
         response = chat(client, "Name a colour.", max_tokens=6, **sampling)
@@ -237,11 +251,13 @@ def test_greedy_and_seeded_sampling_repeat(client: httpx.Client) -> None:
     assert text(temperature=1.0, seed=1234) == text(temperature=1.0, seed=1234)
 
 
+@model
 def test_models_lists_the_model(client: httpx.Client) -> None:
     models = client.get("/v1/models").json()
     assert [m["id"] for m in models["data"]] == ["smollm2-135m-instruct"]
 
 
+@model
 def test_metrics_count_requests_and_tokens(client: httpx.Client) -> None:
     before = metrics(client)
     usage = chat(client, "Say hi.", max_tokens=3, temperature=0).json()["usage"]
@@ -256,6 +272,7 @@ def test_metrics_count_requests_and_tokens(client: httpx.Client) -> None:
     assert after["local_tier_model_load_seconds"] > 0
 
 
+@model
 def test_queue_bound_gives_429_with_retry_after_and_drops_nothing(client: httpx.Client) -> None:
     """max_queue=1: one running (A), one waiting (B), the third (C) is refused at once.
     Each step waits for the server's own gauges, so no sleep decides the outcome."""
@@ -290,6 +307,7 @@ def test_queue_bound_gives_429_with_retry_after_and_drops_nothing(client: httpx.
     assert at_a <= at_b  # first come, first served
 
 
+@model
 def test_disconnected_client_stops_its_generation(
     client: httpx.Client, server: LocalTierProcess
 ) -> None:
@@ -317,12 +335,96 @@ def test_disconnected_client_stops_its_generation(
     assert spent - before["local_tier_generation_tokens_total"] < 1500
 
 
+@model
 def test_no_hub_was_contacted(client: httpx.Client, hub_sentinel: Sentinel) -> None:
     response = chat(client, "Say hi.", max_tokens=2, temperature=0)
     assert response.status_code == 200
     assert hub_sentinel.attempts() == 0
 
 
+@model
 def test_sigterm_exits_cleanly(server: LocalTierProcess) -> None:
     # Last in the module: it stops the shared server.
     assert server.stop() == 0
+
+
+# Without the model: request rules and the queue.
+
+
+def spec(**body: Any) -> JobSpec:
+    payload = {"messages": [{"role": "user", "content": "hi"}], **body}
+    return JobSpec.from_request(msgspec.convert(payload, ChatCompletionRequest))
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"stream": True}, "stream"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+         "response_format"),
+    ],
+)  # fmt: skip
+def test_requests_the_tier_cannot_honour_are_refused(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(RequestRejected) as refused:
+        spec(**body)
+    assert refused.value.status == 400
+    assert refused.value.param == param
+
+
+def test_max_tokens_defaults_to_the_room_left_and_refuses_overflow() -> None:
+    assert spec().sampling(100, max_model_len=2048).max_tokens == 1948
+    assert (
+        spec(max_completion_tokens=5, max_tokens=9).sampling(10, max_model_len=64).max_tokens == 5
+    )
+    with pytest.raises(RequestRejected, match="maximum context length is 64"):
+        spec(max_tokens=60).sampling(10, max_model_len=64)
+
+
+async def test_scheduler_runs_fifo_and_refuses_past_the_bound() -> None:
+    scheduler = Scheduler(max_queue=1)
+    release = threading.Event()
+    order: list[str] = []
+
+    def job(name: str) -> Any:
+        def work(cancel: threading.Event) -> str:
+            release.wait(5)
+            order.append(name)
+            return name
+
+        return work
+
+    first = asyncio.create_task(scheduler.run(job("first")))
+    second = asyncio.create_task(scheduler.run(job("second")))
+    await asyncio.sleep(0)  # both admitted: one running, one waiting
+    with pytest.raises(QueueFull) as full:
+        await scheduler.run(job("third"))
+    assert full.value.retry_after_s >= 1
+    release.set()
+    assert await asyncio.gather(first, second) == ["first", "second"]
+    assert order == ["first", "second"]
+    scheduler.shutdown()
+
+
+async def test_scheduler_stops_work_whose_client_left() -> None:
+    scheduler = Scheduler(max_queue=4)
+    started, stopped = threading.Event(), threading.Event()
+    gone = asyncio.Event()
+
+    def work(cancel: threading.Event) -> None:
+        started.set()
+        cancel.wait(5)
+        if cancel.is_set():
+            stopped.set()
+
+    task = asyncio.create_task(scheduler.run(work, until=gone.wait))
+    await asyncio.to_thread(started.wait, 5)
+    gone.set()
+    with pytest.raises(ClientGone):
+        await task
+    assert stopped.is_set()
+    assert scheduler.running == scheduler.waiting == 0
+    scheduler.shutdown()

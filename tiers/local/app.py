@@ -74,7 +74,9 @@ class LocalTier:
         spec = JobSpec.from_request(req)
         engine = self.engine
         if engine is None:
-            raise RequestRejected("the model is still loading", status=503)
+            raise RequestRejected(
+                "the model is still loading", status=503, headers={"Retry-After": "5"}
+            )
         try:
             prepared = await asyncio.to_thread(engine.prepare, spec.messages, spec.grammar)
         except GrammarError as exc:

@@ -1,6 +1,6 @@
 """The model and its generation loop: SmolLM2 under transformers, constrained by XGrammar.
 
->>> engine = Engine.load(folder, threads=2)
+>>> engine = Engine.load(folder, threads=1)
 >>> job = engine.prepare(messages, GrammarRequest.json_schema(schema_json))
 >>> done = engine.generate(job, Sampling(max_tokens=64, temperature=0.0), threading.Event())
 >>> done.text, done.finish_reason
@@ -44,7 +44,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.compiler = compiler
         self.vocab_size: int = model.config.vocab_size
-        self.stop_ids = frozenset(compiler_stop_ids(model, tokenizer))
+        self.stop_ids = frozenset(_stop_token_ids(model, tokenizer))
 
     @classmethod
     def load(cls, folder: Path, *, threads: int) -> Engine:
@@ -57,7 +57,7 @@ class Engine:
         info = xgr.TokenizerInfo.from_huggingface(
             tokenizer,
             vocab_size=model.config.vocab_size,
-            stop_token_ids=sorted(compiler_stop_ids(model, tokenizer)),
+            stop_token_ids=sorted(_stop_token_ids(model, tokenizer)),
         )
         return cls(model, tokenizer, xgr.GrammarCompiler(info, max_threads=threads))
 
@@ -138,7 +138,7 @@ class Engine:
         return text[:at], stop
 
 
-def compiler_stop_ids(model: Any, tokenizer: Any) -> set[int]:
+def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
     """End-of-turn tokens: the generation config's EOS ids and the tokenizer's EOS."""
     ids: set[int] = set()
     for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):

@@ -70,8 +70,8 @@ class Scheduler:
         cancel = threading.Event()
         self._admitted += 1
         self._cancels.add(cancel)
-        loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._executor, self._work, work, cancel)
+        submitted = self._executor.submit(self._work, work, cancel)
+        job = asyncio.wrap_future(submitted)
         watch = asyncio.ensure_future(until()) if until is not None else None
         try:
             if watch is not None:
@@ -84,10 +84,11 @@ class Scheduler:
             cancel.set()  # no-op once finished; stops a running job at its next token
             if watch is not None:
                 watch.cancel()
-            if not job.done():
-                job.cancel()  # still queued: the executor never starts it
+            # Still queued: the executor drops it. Running: wait the moment it takes to
+            # notice the event, so the slot is only freed once the thread is.
+            if not submitted.cancel() and not job.done():
                 with contextlib.suppress(BaseException):
-                    await asyncio.shield(job)  # running: wait for it to notice the event
+                    await asyncio.shield(job)
             self._cancels.discard(cancel)
             self._admitted -= 1
 
