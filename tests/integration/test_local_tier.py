@@ -24,7 +24,7 @@ import pytest
 
 from tiers.local.jobs import JobSpec
 from tiers.local.protocol import ChatCompletionRequest, RequestRejected
-from tiers.local.scheduler import ClientGone, QueueFull, Scheduler
+from tiers.local.scheduler import ClientGone, QueueFull, Scheduler, ShuttingDown
 from tiers.local.testing import LocalTierProcess, local_tier_server
 
 model = pytest.mark.model
@@ -427,4 +427,27 @@ async def test_scheduler_stops_work_whose_client_left() -> None:
         await task
     assert stopped.is_set()
     assert scheduler.running == scheduler.waiting == 0
+    scheduler.shutdown()
+
+
+async def test_closing_scheduler_refuses_queued_and_new_work_but_finishes_the_running() -> None:
+    scheduler = Scheduler(max_queue=4)
+    started, release = threading.Event(), threading.Event()
+
+    def running(cancel: threading.Event) -> str:
+        started.set()
+        release.wait(5)
+        return "finished"
+
+    first = asyncio.create_task(scheduler.run(running))
+    await asyncio.to_thread(started.wait, 5)
+    queued = asyncio.create_task(scheduler.run(lambda cancel: "never runs"))
+    await asyncio.sleep(0)
+    scheduler.close()
+    with pytest.raises(ShuttingDown):
+        await queued
+    with pytest.raises(ShuttingDown):
+        await scheduler.run(lambda cancel: "too late")
+    release.set()
+    assert await first == "finished"
     scheduler.shutdown()

@@ -6,11 +6,14 @@ Listens at once, loads the model in the background, prints one line to stdout wh
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from types import FrameType
 
 import uvicorn
 
@@ -19,12 +22,25 @@ from tiers.local.config import LocalTierConfig
 from tiers.local.model_store import apply_offline_env
 
 
+class _Server(uvicorn.Server):
+    def __init__(self, tier: LocalTier, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.tier = tier
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Answer queued requests 503 now rather than after the graceful timeout; the running
+        # one may still finish. Scheduled on the loop: a signal handler interrupts it anywhere.
+        with contextlib.suppress(RuntimeError):  # no loop running: nothing is queued either
+            asyncio.get_running_loop().call_soon_threadsafe(self.tier.scheduler.close)
+        super().handle_exit(sig, frame)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Before anything can import huggingface_hub: it reads these once, at import.
     apply_offline_env()
     config = LocalTierConfig.from_argv(argv)
     failed = threading.Event()
-    server: uvicorn.Server
+    server: _Server
 
     def on_ready(tier: LocalTier) -> None:
         while not server.started and not server.should_exit:
@@ -41,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.should_exit = True
 
     app = create_app(config, on_ready=on_ready, on_fatal=on_fatal)
-    server = uvicorn.Server(
+    server = _Server(
+        app.state.tier,
         uvicorn.Config(
             app,
             host=config.host,
@@ -49,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=config.log_level,
             access_log=config.log_level in {"debug", "info"},
             timeout_graceful_shutdown=config.graceful_timeout_s,
-        )
+        ),
     )
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default
     # SIGTERM handler that would kill us with -15 (SIGINT: a KeyboardInterrupt traceback).

@@ -20,10 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
 from tiers.local.config import LocalTierConfig
-from tiers.local.jobs import Completion, GenerationCancelled, GrammarError, JobSpec, Prepared
+from tiers.local.jobs import (
+    Completion,
+    GenerationCancelled,
+    GrammarError,
+    JobSpec,
+    Prepared,
+    Sampling,
+)
 from tiers.local.metrics import Metrics
 from tiers.local.model_store import ModelStore, apply_offline_env
 from tiers.local.protocol import (
@@ -37,7 +45,7 @@ from tiers.local.protocol import (
     Usage,
     error_body,
 )
-from tiers.local.scheduler import ClientGone, QueueFull, Scheduler
+from tiers.local.scheduler import ClientGone, QueueFull, Scheduler, ShuttingDown
 
 if TYPE_CHECKING:
     from tiers.local.engine import Engine
@@ -99,6 +107,8 @@ class LocalTier:
                 status=429,
                 headers={"Retry-After": str(exc.retry_after_s)},
             ) from exc
+        except ShuttingDown as exc:
+            raise RequestRejected("the local tier is shutting down", status=503) from exc
         return ChatCompletionResponse(
             model=req.model or self.config.model_id,
             choices=[
@@ -117,7 +127,7 @@ class LocalTier:
         )
 
     def _generate(
-        self, engine: Engine, prepared: Prepared, sampling: Any, cancel: threading.Event
+        self, engine: Engine, prepared: Prepared, sampling: Sampling, cancel: threading.Event
     ) -> Completion:
         try:
             done = engine.generate(prepared, sampling, cancel)
@@ -149,7 +159,8 @@ def create_app(
     on_ready: Callable[[LocalTier], None] = lambda tier: None,
     on_fatal: Callable[[BaseException], None] = lambda exc: None,
 ) -> Litestar:
-    """The app, with the model loading in the background from lifespan start."""
+    """The app, with the model loading in the background from lifespan start; its
+    ``LocalTier`` is ``app.state.tier``."""
     tier = LocalTier(config)
 
     def load() -> None:
@@ -219,4 +230,5 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: unexpected},
         openapi_config=None,
         debug=False,
+        state=State({"tier": tier}),
     )

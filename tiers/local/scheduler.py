@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -31,6 +31,10 @@ SMOOTHING = 0.3
 
 class ClientGone(Exception):
     """The ``until`` awaitable finished first: nobody is waiting for this result any more."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping: queued and new requests are refused, not left hanging."""
 
 
 class QueueFull(Exception):
@@ -46,7 +50,8 @@ class Scheduler:
         self._admitted = 0  # waiting + running; touched on the event loop only
         self._running = 0  # written by the worker thread; read for metrics
         self._service_s = FIRST_GUESS_S
-        self._cancels: set[threading.Event] = set()
+        self._jobs: dict[threading.Event, Future[Any]] = {}
+        self._closing = False
 
     @property
     def running(self) -> int:
@@ -64,13 +69,15 @@ class Scheduler:
     ) -> T:
         """Queue ``work``, wait for its result. If ``until()`` finishes first (the client
         disconnected), the job is taken out of the queue or told to stop, and ``ClientGone``
-        is raised. ``QueueFull`` when no room is left."""
+        is raised. ``QueueFull`` when no room is left, ``ShuttingDown`` after ``close``."""
+        if self._closing:
+            raise ShuttingDown
         if self._admitted >= self.max_queue + 1:
             raise QueueFull(self.retry_after_s())
         cancel = threading.Event()
         self._admitted += 1
-        self._cancels.add(cancel)
         submitted = self._executor.submit(self._work, work, cancel)
+        self._jobs[cancel] = submitted
         job = asyncio.wrap_future(submitted)
         watch = asyncio.ensure_future(until()) if until is not None else None
         try:
@@ -80,6 +87,10 @@ class Scheduler:
                 if not job.done():
                     raise ClientGone
             return await job
+        except asyncio.CancelledError:
+            if submitted.cancelled() and self._closing:  # close() ran while we waited
+                raise ShuttingDown from None
+            raise
         finally:
             cancel.set()  # no-op once finished; stops a running job at its next token
             if watch is not None:
@@ -89,7 +100,7 @@ class Scheduler:
             if not submitted.cancel() and not job.done():
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(job)
-            self._cancels.discard(cancel)
+            self._jobs.pop(cancel, None)
             self._admitted -= 1
 
     def retry_after_s(self) -> int:
@@ -106,8 +117,16 @@ class Scheduler:
             self._service_s = (1 - SMOOTHING) * self._service_s + SMOOTHING * took
             self._running -= 1
 
+    def close(self) -> None:
+        """Refuse new requests and drop the queued ones (``ShuttingDown``); the running one
+        may finish. Call on the event loop thread, as soon as a stop is asked for."""
+        self._closing = True
+        for submitted in list(self._jobs.values()):
+            submitted.cancel()  # refused (False) by the one already running
+
     def shutdown(self) -> None:
         """Stop the running job at its next token, drop the queued ones, free the thread."""
-        for cancel in list(self._cancels):
+        self.close()
+        for cancel in list(self._jobs):
             cancel.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
