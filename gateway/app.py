@@ -46,14 +46,22 @@ def create_app(
             name: TierClient(tier, settings, transport=transport)
             for name, tier in settings.tiers.items()
         }
-        warmth = TierStates.build(settings, clients, clock=clock)
+        metrics = Metrics()
+        warmth = TierStates.build(
+            settings,
+            clients,
+            clock=clock,
+            on_warm_up=lambda tier: metrics.warmups.labels(tier).inc(),
+            on_cold_start=lambda tier, s: metrics.cold_start.labels(tier).observe(s),
+        )
+        metrics.watch_states(warmth.states)
         runtime = Runtime(
             settings=settings,
             clients=clients,
             warmth=warmth,
             dispatcher=Dispatcher(settings, clients, warmth, clock=clock.monotonic),
             checker=SchemaChecker(),
-            metrics=Metrics(warmth.states),
+            metrics=metrics,
         )
         app.state.runtime = runtime
         try:

@@ -56,7 +56,7 @@ class TierStateCollector:
 class Metrics:
     """The gateway's series. One per app (no global registry)."""
 
-    def __init__(self, tier_states: Callable[[], dict[str, str]]) -> None:
+    def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry()
         # In multiprocess mode values live in files; the registry that *collects* reads them.
@@ -107,6 +107,9 @@ class Metrics:
         )
         if self.multiprocess:
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+
+    def watch_states(self, tier_states: Callable[[], dict[str, str]]) -> None:
+        """Report each tier's warmth state, read at scrape time."""
         self.registry.register(TierStateCollector(tier_states))
 
     def counts(self) -> dict[str, dict[str, Any]]:

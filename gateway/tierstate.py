@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +64,24 @@ class TierStates:
 
     @classmethod
     def build(
-        cls, settings: Settings, clients: dict[str, TierClient], *, clock: Clock
+        cls,
+        settings: Settings,
+        clients: dict[str, TierClient],
+        *,
+        clock: Clock,
+        on_warm_up: Callable[[str], None] | None = None,
+        on_cold_start: Callable[[str, float], None] | None = None,
     ) -> TierStates:
         configured = {name: t for name, t in settings.tiers.items() if t.configured}
         store: WarmStore = (
             SqliteStore(Path(settings.warmth_db)) if settings.warmth_db else MemoryStore()
         )
         tracker = WarmthTracker(
-            {name: warmth_config(t) for name, t in configured.items()}, store, clock
+            {name: warmth_config(t) for name, t in configured.items()},
+            store,
+            clock,
+            on_warm_up=on_warm_up,
+            on_cold_start=on_cold_start,
         )
         probes: dict[str, Probe] = {name: clients[name].probe for name in configured}
         return cls(settings, tracker, store, probes)

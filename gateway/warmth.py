@@ -162,9 +162,14 @@ class WarmthTracker:
         poll_interval_s: float = 1.0,  # waiters in other workers notice "warm" within 1 s
         success_write_interval_s: float = 15.0,  # << any scale-down window (300 s and up)
         owner: str | None = None,
+        on_warm_up: Callable[[str], None] | None = None,
+        on_cold_start: Callable[[str, float], None] | None = None,
     ) -> None:
         self._configs = dict(configs)
         self._store = store
+        # Observers (metrics): a warm-up this worker runs starts; a cold start was measured.
+        self._on_warm_up = on_warm_up or (lambda tier: None)
+        self._on_cold_start = on_cold_start or (lambda tier, seconds: None)
         self.clock: Clock = clock or SystemClock()
         self._cache_ttl_s = cache_ttl_s
         self._lease_ttl_s = lease_ttl_s
@@ -336,6 +341,7 @@ class WarmthTracker:
         it shows ``warming`` from then on, not ``warm`` for a whole boot."""
         started, started_at = self.clock.monotonic(), self.clock.time()
         deadline = started + cfg.startup_timeout_s
+        self._on_warm_up(tier)
         heartbeat = asyncio.create_task(self._heartbeat(tier))
         backoff, last_error = cfg.probe_backoff_initial_s, "no probe ran"
         outcome: Change | None = None
@@ -355,6 +361,8 @@ class WarmthTracker:
                 if healthy:
                     elapsed = self.clock.monotonic() - started
                     outcome = warmed(cfg, self.clock.time(), elapsed, self.owner)
+                    if elapsed >= cfg.already_warm_below_s:
+                        self._on_cold_start(tier, elapsed)
                     break
                 await not_warm_after_all()
                 pause = min(backoff, max(0.0, deadline - self.clock.monotonic()))

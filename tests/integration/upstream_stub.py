@@ -36,6 +36,7 @@ class StubServer(ThreadingHTTPServer):
     delay_s: float = 0.0
     content: str = '{"name": "Ada", "age": 36}'
     seen: list[dict[str, Any]]
+    health: list[int]  # statuses /health answers in turn; the last one repeats
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,7 +53,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        self._send(200, b"{}") if self.path == "/health" else self._send(404, b"{}")
+        if self.path != "/health":
+            self._send(404, b"{}")
+            return
+        codes = self.server.health
+        self._send(codes.pop(0) if len(codes) > 1 else codes[0], b"{}")
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", 0))
@@ -63,9 +68,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def stub_upstream(delay_s: float = 0.0) -> Iterator[StubServer]:
+def stub_upstream(delay_s: float = 0.0, health: list[int] | None = None) -> Iterator[StubServer]:
     server = StubServer(("127.0.0.1", 0), _Handler)
     server.delay_s = delay_s
+    server.health = list(health or [200])
     server.seen = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
