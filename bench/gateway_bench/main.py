@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--nocheck-app",
         action="store_true",
-        help="also run nocheck_app.py (schema checks off) as gateway-nocheck",
+        help="also run nocheck_serve.py (gateway serve, schema checks off) as gateway-nocheck",
     )
     p.add_argument("--hold", type=int, default=256, help="requests held for peak RSS (0: skip)")
     p.add_argument("--servers", action="store_true", help="also compare uvicorn and granian")
@@ -203,11 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                     args.workers,
                     name="gateway-nocheck",
                     server_argv=[
-                        *SERVERS["uvicorn"][:3],
-                        "nocheck_app:app",
-                        *SERVERS["uvicorn"][4:],
+                        sys.executable,
+                        str(services.HERE / "nocheck_serve.py"),
+                        *("serve", "--port", "{port}", "--workers", "{workers}"),
                     ],
-                    extra_env={"PYTHONPATH": f"{services.REPO}:{services.HERE}"},
                 )
                 started_svcs.append(gw_off)
                 targets["gateway-nocheck"] = (gw_off, chat)
