@@ -60,9 +60,7 @@ def describe(settings: Settings, host: str, port: int) -> str:
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
-    from granian.log import LogLevels
+    import uvicorn
 
     child = None
     embedded = settings.embedded_tier
@@ -84,20 +82,18 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
     # this handler is that one, so a drained shutdown ends in exit status 0, not -15.
     signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
     try:
-        # granian: HTTP parsing and socket I/O in Rust, off the interpreter; measured against
-        # uvicorn on 2 cores in docs/benchmarks.md ("ASGI server and worker count").
-        Granian(
+        uvicorn.run(
             "gateway.app:app_from_env",
             factory=True,
-            address=host,
+            host=host,
             port=port,
-            interface=Interfaces.ASGI,
             workers=workers,
-            loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
-            log_level=LogLevels.warning,
-            log_access=False,
-            workers_kill_timeout=GRACEFUL_SHUTDOWN_S,
-        ).serve()
+            loop="uvloop" if sys.platform != "win32" else "asyncio",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
     finally:
         if child is not None:
             stop(child)
