@@ -157,7 +157,7 @@ class Cassette:
                 recorded_at=data.get("recorded_at"),
                 interactions=[Interaction.from_json(i) for i in data["interactions"]],
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, CassetteError):
                 raise
             raise CassetteError(f"{path}: not a readable cassette ({exc})") from exc
