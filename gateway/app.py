@@ -17,9 +17,11 @@ import httpx
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.types import Scope
 
 from gateway.dispatch import Dispatcher
 from gateway.interim import InterimChecker, build_warmth
+from gateway.observability import Metrics, observability_middleware
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import generate, openai, ops
 from gateway.runtime import Runtime
@@ -42,13 +44,17 @@ def create_app(
             for name, tier in settings.tiers.items()
         }
         warmth = build_warmth(settings, clients, clock=clock)
+        holder: list[Runtime] = []
+        metrics = Metrics(lambda: holder[0].tier_states())
         runtime = Runtime(
             settings=settings,
             clients=clients,
             warmth=warmth,
             dispatcher=Dispatcher(settings, clients, warmth, clock=clock),
             checker=InterimChecker(),
+            metrics=metrics,
         )
+        holder.append(runtime)
         app.state.runtime = runtime
         try:
             await runtime.start()
@@ -61,7 +67,7 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
-        middleware=[ops.request_id_middleware],
+        middleware=[observability_middleware(_metrics_of)],
         openapi_config=OpenAPIConfig(
             title="tier-gateway",
             version="0.1.0",
@@ -72,6 +78,11 @@ def create_app(
         ),
         debug=False,
     )
+
+
+def _metrics_of(scope: Scope) -> Metrics | None:
+    runtime: Runtime | None = getattr(scope["app"].state, "runtime", None)
+    return runtime.metrics if runtime is not None else None
 
 
 def app_from_env() -> Litestar:

@@ -152,7 +152,11 @@ class Dispatcher:
             self.warmth.record_failure(name, error.detail)
             raise
         self.warmth.record_success(name, reply.latency_s)
-        output = job.check(reply) if job.check is not None else None
+        try:
+            output = job.check(reply) if job.check is not None else None
+        except OutputInvalid as error:
+            error.members.setdefault("tier", name)
+            raise
         return Outcome(
             reply=reply, output=output, requested=job.requested, served=name, reason=reason
         )

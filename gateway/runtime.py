@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.dispatch import Dispatcher, Warmth
+from gateway.observability import Metrics
 from gateway.settings import Settings
 from gateway.upstream import TierClient
 
@@ -18,6 +19,7 @@ class Runtime:
     warmth: Warmth
     dispatcher: Dispatcher
     checker: Any
+    metrics: Metrics
     started: bool = field(default=False)
 
     async def start(self) -> None:
@@ -35,8 +37,12 @@ class Runtime:
                 "tier": name,
                 "kind": tier.kind,
                 "configured": tier.configured,
+                "state": "warm" if view.warm else ("cold" if view.usable else "unconfigured"),
                 "usable": view.usable,
                 "warm": view.warm,
                 "eta_s": view.eta_s,
             }
         return out
+
+    def tier_states(self) -> dict[str, str]:
+        return {name: str(tier["state"]) for name, tier in self.status().items()}

@@ -9,11 +9,14 @@ requests (the server's graceful shutdown), then the child is stopped and we exit
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from contextlib import closing
 
+from gateway.observability import configure_logging
 from gateway.settings import EMBEDDED_URL_ENV, Settings
 
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish on SIGTERM
@@ -68,7 +71,16 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
         os.environ[EMBEDDED_URL_ENV] = url  # workers rebuild settings from the environment
         settings = settings.with_tier_url(embedded.name, url)
     os.environ.setdefault("GATEWAY_CONFIG", str(settings.config_path))
+    configure_logging()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers share their metrics through files, so a scrape of any one sees them all.
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     print(describe(settings, host, port), flush=True)
+    stopped: list[int] = []
+    # uvicorn drains on SIGTERM, restores the handler it found and raises the signal again;
+    # this handler is that one, so a drained shutdown ends in exit status 0, not -15.
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
     try:
         uvicorn.run(
             "gateway.app:app_from_env",

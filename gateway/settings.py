@@ -158,8 +158,10 @@ def load_settings(
         raise SettingsError(f"{source} {path}: cannot read ({exc.strerror})") from exc
     try:
         file = msgspec.toml.decode(raw, type=GatewayFile)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except msgspec.ValidationError as exc:
         raise SettingsError(f"{path}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
 
     specs: dict[str, TierSpec] = {}
     if file.tiers_file:

@@ -37,8 +37,15 @@ def route(
     return choice, mode, timeout
 
 
-def tier_headers(outcome: Outcome, started: float, unenforced: tuple[str, ...]) -> dict[str, str]:
-    """``X-Model-Tier-*`` and ``X-Fallback-Reason``; the gateway's own overhead in ms."""
+def tier_headers(
+    request: AnyRequest, outcome: Outcome, started: float, unenforced: tuple[str, ...]
+) -> dict[str, str]:
+    """``X-Model-Tier-*`` and ``X-Fallback-Reason``; the gateway's own overhead in ms. Also
+    leaves the facts in the request's state for the metrics and the log line."""
+    state = request.state
+    state.tier_served = outcome.served
+    state.fallback_reason = outcome.reason
+    state.upstream_s = outcome.reply.latency_s
     elapsed = time.perf_counter() - started
     headers = {
         "X-Model-Tier-Requested": outcome.requested,

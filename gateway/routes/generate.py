@@ -86,7 +86,7 @@ async def generate(request: AnyRequest) -> Response[Any]:
     return Response(
         content=msgspec.json.encode(body),
         media_type="application/json",
-        headers=tier_headers(outcome, started, checked.unenforced),
+        headers=tier_headers(request, outcome, started, checked.unenforced),
     )
 
 

@@ -91,7 +91,7 @@ async def chat_completions(request: AnyRequest) -> Response[Any]:
     return Response(
         content=outcome.reply.body,
         media_type="application/json",
-        headers=tier_headers(outcome, started, unenforced),
+        headers=tier_headers(request, outcome, started, unenforced),
     )
 
 

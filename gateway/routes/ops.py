@@ -1,50 +1,15 @@
-"""Operations: liveness, readiness, per-tier status, warm-up; and the request-id middleware."""
+"""Operations: liveness, readiness, per-tier status, warm-up, metrics."""
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Any
 
 import msgspec
 from litestar import Response, get, post
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.decoding import decode_body
 from gateway.errors import UnknownTier
 from gateway.routes.common import AnyRequest, runtime_of
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Give every request an id (the client's ``X-Request-Id`` when it is sane), pass it to
-    the tier and put it on the answer; also put ``X-Model-Tier-Requested`` on problem answers
-    once routing has decided it."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                requested = state.get("tier_requested")
-                if requested and not any(k == b"x-model-tier-requested" for k, _ in headers):
-                    headers.append((b"x-model-tier-requested", requested.encode()))
-                message["headers"] = headers
-            await send(message)
-
-        await app(scope, receive, send_with_id)
-
-    return middleware
 
 
 @get("/health", summary="Liveness: the process answers (no tier is called)")
@@ -101,4 +66,10 @@ async def warmup(request: AnyRequest) -> Response[Any]:
     )
 
 
-HANDLERS = [health, ready, status, warmup]
+@get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(request: AnyRequest) -> Response[bytes]:
+    body = runtime_of(request).metrics.render()
+    return Response(content=body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+HANDLERS = [health, ready, status, warmup, metrics]

@@ -1,0 +1,225 @@
+"""Metrics, request ids and one JSON log line per request, from one ASGI middleware.
+
+Handlers only write facts into the request's state (``tier_requested``, ``tier_served``,
+``fallback_reason``, ``upstream_s``); this module turns them into Prometheus series and a log
+line, so the hot path pays for one dict write per fact.
+
+With several worker processes (``gateway serve --workers N``) the series are kept in
+prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by ``serve``), so a
+scrape of any worker sees the sum of all of them. Tier state is read at scrape time from the
+shared warmth store, which is already the one truth across workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+log = logging.getLogger("gateway.request")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+STATES = ("unknown", "cold", "warming", "warm", "down", "unconfigured")
+
+# Latency buckets (s): the gateway's own overhead is sub-millisecond; a cold 32B tier is 424 s.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+COLD_START_BUCKETS = (5, 15, 30, 60, 90, 120, 180, 300, 420, 600, 900)
+
+
+class TierStateCollector:
+    """``gateway_tier_state{tier,state}`` = 1 for each tier's current state, at scrape time."""
+
+    def __init__(self, states: Callable[[], dict[str, str]]) -> None:
+        self._states = states
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "gateway_tier_state", "1 for the tier's current warmth state", labels=["tier", "state"]
+        )
+        for tier, current in self._states().items():
+            for state in STATES:
+                family.add_metric([tier, state], 1.0 if state == current else 0.0)
+        yield family
+
+
+class Metrics:
+    """The gateway's series. One per app (no global registry)."""
+
+    def __init__(self, tier_states: Callable[[], dict[str, str]]) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry()
+        # In multiprocess mode values live in files; the registry that *collects* reads them.
+        store = None if self.multiprocess else self.registry
+        kw: dict[str, Any] = {"registry": store}
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests answered, by tier requested/served, status and fallback reason",
+            ["route", "tier_requested", "tier_served", "status", "fallback_reason"],
+            **kw,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Whole request, as the client saw it",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        self.upstream = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time spent waiting for the tier, redirects included",
+            ["tier"],
+            buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "The gateway's own time: whole request minus the tier's",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            **kw,
+        )
+        self.cold_start = Histogram(
+            "gateway_cold_start_seconds",
+            "Observed cold-start durations (warm-up start to healthy)",
+            ["tier"],
+            buckets=COLD_START_BUCKETS,
+            **kw,
+        )
+        self.warmups = Counter(
+            "gateway_warmups_started", "Warm-ups started (single-flight)", ["tier"], **kw
+        )
+        self.in_flight = Gauge(
+            "gateway_in_flight_requests",
+            "Requests being served now",
+            multiprocess_mode="livesum",
+            **kw,
+        )
+        if self.multiprocess:
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        self.registry.register(TierStateCollector(tier_states))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def observe(self, route: str, status: int, state: dict[str, Any], elapsed: float) -> None:
+        requested = state.get("tier_requested", "")
+        served = state.get("tier_served", "")
+        reason = state.get("fallback_reason") or ""
+        self.requests.labels(route, requested, served, str(status), reason).inc()
+        self.duration.labels(route).observe(elapsed)
+        upstream = state.get("upstream_s")
+        if upstream is not None:
+            self.upstream.labels(served).observe(upstream)
+            self.overhead.labels(route).observe(max(elapsed - upstream, 0.0))
+
+
+# Routes whose requests are counted and logged; probes and scrapes stay quiet.
+OBSERVED = {"/generate": "generate", "/v1/chat/completions": "chat_completions"}
+
+
+def observability_middleware(
+    metrics_of: Callable[[Scope], Metrics | None],
+) -> Callable[[ASGIApp], ASGIApp]:
+    """Request id in and out; ``X-Model-Tier-Requested`` on problems too; metrics; a log line."""
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != ScopeType.HTTP:
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+            request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+            state: dict[str, Any] = scope.setdefault("state", {})
+            state["request_id"] = request_id
+            status = 500
+
+            async def send_wrapped(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    headers = list(message.get("headers", []))
+                    headers.append((b"x-request-id", request_id.encode()))
+                    requested = state.get("tier_requested")
+                    if requested and not any(k == b"x-model-tier-requested" for k, _ in headers):
+                        headers.append((b"x-model-tier-requested", requested.encode()))
+                    message["headers"] = headers
+                await send(message)
+
+            route = OBSERVED.get(scope["path"])
+            metrics = metrics_of(scope) if route else None
+            if metrics is None:
+                await app(scope, receive, send_wrapped)
+                return
+            metrics.in_flight.inc()
+            try:
+                await app(scope, receive, send_wrapped)
+            finally:
+                metrics.in_flight.dec()
+                elapsed = time.perf_counter() - started
+                metrics.observe(route or "", status, state, elapsed)
+                if log.isEnabledFor(logging.INFO):
+                    log.info(
+                        "request",
+                        extra={
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 3),
+                            "tier_requested": state.get("tier_requested"),
+                            "tier_served": state.get("tier_served"),
+                            "fallback_reason": state.get("fallback_reason"),
+                            "upstream_ms": _ms(state.get("upstream_s")),
+                        },
+                    )
+
+        return middleware
+
+    return factory
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the record's ``extra`` fields become top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
+        line.pop("message", None)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return msgspec.json.encode(line).decode()
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr for the gateway; the HTTP client's own chatter stays at WARNING."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -1,0 +1,99 @@
+"""Shared fixtures: settings built from the real config files, and an app whose tiers are
+reached through a respx router at the transport seam (no sockets, no sleeping)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from litestar.testing import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings, load_settings
+
+DEV_URL = "http://dev.tier.test"
+PROD_URL = "https://prod--tier.modal.test"
+MODAL_KEY = "wk-SECRET-KEY-1234"
+MODAL_SECRET = "ws-SECRET-VALUE-5678"
+
+BASE_ENV = {
+    "GATEWAY_TIER_DEV_URL": DEV_URL,
+    "GATEWAY_TIER_DEV_KIND": "openai",
+    "GATEWAY_TIER_PROD_URL": PROD_URL,
+    "GATEWAY_MODAL_KEY": MODAL_KEY,
+    "GATEWAY_MODAL_SECRET": MODAL_SECRET,
+}
+
+
+def completion(content: str = '{"name": "Ada", "age": 36}', **overrides: Any) -> dict[str, Any]:
+    """A chat.completion body shaped like vLLM's."""
+    body: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "dev",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+    }
+    body.update(overrides)
+    return body
+
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+    "required": ["name", "age"],
+}
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    def make(**env: str) -> Settings:
+        return load_settings(environ={**BASE_ENV, **env})
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    # Used only through create_app's transport seam: nothing is patched globally.
+    return respx.MockRouter(assert_all_called=False)
+
+
+@pytest.fixture
+def make_client(
+    router: respx.MockRouter,
+) -> Iterator[Callable[[Settings], TestClient[Any]]]:
+    clients: list[TestClient[Any]] = []
+
+    def make(settings: Settings) -> TestClient[Any]:
+        app = create_app(settings, transport=httpx.MockTransport(router.async_handler))
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(
+    make_client: Callable[[Settings], TestClient[Any]], settings: Settings
+) -> TestClient[Any]:
+    return make_client(settings)

@@ -1,0 +1,107 @@
+"""`gateway serve` as a real process: it prints where it listens, serves, and on SIGTERM
+drains in-flight requests before exiting 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.serving import free_port
+from tests.conftest import PERSON_SCHEMA
+from tests.integration.upstream_stub import stub_upstream
+
+STARTUP_S = 30.0  # a cold interpreter imports litestar, msgspec, httpx, uvicorn
+
+
+@contextmanager
+def gateway_process(env: dict[str, str], *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), *args],
+        env={**os.environ, "GATEWAY_LOCAL_TIER": "off", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            proc.kill()
+            pytest.fail(f"gateway did not start: {proc.communicate()[0]}")
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_serve_prints_where_it_listens_and_what_tiers_point_at() -> None:
+    with stub_upstream() as upstream:
+        dev_url = f"http://127.0.0.1:{upstream.server_address[1]}"
+        env = {"GATEWAY_TIER_DEV_URL": dev_url, "GATEWAY_TIER_DEV_KIND": "openai"}
+        with gateway_process(env) as (proc, url):
+            response = httpx.post(url + "/generate", json={"prompt": "p", "schema": PERSON_SCHEMA})
+            assert response.status_code == 200
+            assert response.json()["output"] == {"name": "Ada", "age": 36}
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=30)
+    assert f"listening on {url}" in output
+    assert f"dev (default): openai -> {dev_url}" in output
+    assert "prod: modal -> not configured (set GATEWAY_TIER_PROD_URL)" in output
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0() -> None:
+    with stub_upstream(delay_s=1.5) as upstream:
+        env = {
+            "GATEWAY_TIER_DEV_URL": f"http://127.0.0.1:{upstream.server_address[1]}",
+            "GATEWAY_TIER_DEV_KIND": "openai",
+        }
+        with gateway_process(env) as (proc, url):
+            result: dict[str, Any] = {}
+
+            def call() -> None:
+                result["response"] = httpx.post(
+                    url + "/generate", json={"prompt": "p", "schema": PERSON_SCHEMA}, timeout=30
+                )
+
+            caller = threading.Thread(target=call)
+            caller.start()
+            while not upstream.seen:  # the request is in flight at the tier
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            caller.join(timeout=30)
+            assert proc.wait(timeout=30) == 0
+    assert result["response"].status_code == 200
+    assert result["response"].json()["output"] == {"name": "Ada", "age": 36}
+
+
+def test_bad_configuration_stops_startup_naming_the_key() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port())],
+        env={**os.environ, "GATEWAY_TIER_PROD_URL": "not-a-url"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "GATEWAY_TIER_PROD_URL" in proc.stderr
+    assert "Traceback" not in proc.stderr

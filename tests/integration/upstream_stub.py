@@ -1,0 +1,76 @@
+"""A real OpenAI-compatible HTTP server on loopback, for tests of the real process: answers
+``/v1/chat/completions`` after an optional delay, and ``/health``. Standard library only."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def _completion(content: str) -> bytes:
+    return json.dumps(
+        {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "stub",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+        }
+    ).encode()
+
+
+class StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+    delay_s: float = 0.0
+    content: str = '{"name": "Ada", "age": 36}'
+    seen: list[dict[str, Any]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StubServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._send(200, b"{}") if self.path == "/health" else self._send(404, b"{}")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.server.seen.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+        time.sleep(self.server.delay_s)
+        self._send(200, _completion(self.server.content))
+
+
+@contextmanager
+def stub_upstream(delay_s: float = 0.0) -> Iterator[StubServer]:
+    server = StubServer(("127.0.0.1", 0), _Handler)
+    server.delay_s = delay_s
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
