@@ -195,6 +195,14 @@ def _progress(tier: str, elapsed: float, eta: float | None, state: str) -> None:
     sys.stderr.flush()
 
 
+def _answered(response: httpx.Response) -> bool:
+    """The tier produced an answer: 200, or output the gateway refused (still the tier's)."""
+    if response.status_code == 200:
+        return True
+    problem = response.json() if "json" in response.headers.get("content-type", "") else {}
+    return isinstance(problem, dict) and str(problem.get("type", "")).endswith("/output-invalid")
+
+
 def _is_warm(state: dict[str, Any]) -> bool:
     return bool(state.get("warm")) or state.get("state") == "warm"
 
@@ -227,7 +235,7 @@ def warm_and_verify(
             time.sleep(POLL_S)
             continue
         tries += 1
-        if answer.status_code != 200:
+        if not _answered(answer):
             continue
         if first_ok is None:
             first_ok = time.monotonic() - started
