@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -245,3 +248,52 @@ def test_recorded_cassettes_hold_no_secret(project: pytest.Pytester, modal_like_
                    NO_NETWORK="1", MY_GATEWAY_URL=gateway_url)  # fmt: skip
     replayed.assert_outcomes(passed=1)
     assert answers(project.path / "replayed")["http"] == answers(project.path / "recorded")["http"]
+
+
+def write_cassette(path: Path, test: str, recorded_at: str) -> None:
+    interaction = {"key": "k", "tier": "dev", "latency_ms": 812.0, "recorded_at": recorded_at,
+                   "request": {}, "response": {"status": 200, "json": {}}}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"version": 1, "test": test, "scope": "tier", "interactions": [interaction]}
+    path.write_text(json.dumps(body))
+
+
+def gateway_fixtures(project: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "fixtures", *args],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_fixtures_commands_show_stale_and_unused_and_prune(project: pytest.Pytester) -> None:
+    project.makepyfile(test_user=ASK_ANSWER)
+    root = project.path / "tests/cassettes"
+    now = datetime.now(UTC)
+    fresh = (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    old = (now - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    write_cassette(root / "test_user/test_generate.json", "test_user.py::test_generate", fresh)
+    write_cassette(root / "test_gone/test_renamed.json", "test_gone.py::test_renamed", old)
+
+    listed = gateway_fixtures(project, "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line.split()[-1] for line in listed.stdout.splitlines()[1:]}
+    assert rows == {
+        "test_user/test_generate.json": "ok",
+        "test_gone/test_renamed.json": "stale,unused",
+    }
+    checked = gateway_fixtures(project, "check", "--max-age", "60d")
+    assert checked.returncode == 1
+    assert "test_gone/test_renamed.json: test test_gone.py::test_renamed unused" in checked.stdout
+
+    # without collection nothing is known unused; --stale still finds the old one
+    dry = gateway_fixtures(project, "prune", "--dry-run", "--stale", "--no-collect")
+    assert dry.stdout.splitlines()[0] == "would remove test_gone/test_renamed.json (stale)"
+    assert (root / "test_gone/test_renamed.json").exists()
+    pruned = gateway_fixtures(project, "prune")
+    assert pruned.returncode == 0
+    assert not (root / "test_gone").exists()
+    assert (root / "test_user/test_generate.json").exists()
