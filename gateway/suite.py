@@ -160,7 +160,10 @@ def run_task(client: httpx.Client, tier: str, task: Task, suite: Suite) -> TaskR
         latency = time.perf_counter() - started
         return TaskResult(task.id, 0, latency, None, None, None, False, error=repr(exc))
     latency = time.perf_counter() - started
-    data = response.json() if response.content else {}
+    try:
+        data = response.json() if response.content else {}
+    except ValueError:  # a proxy's HTML error page, say
+        data = {}
     served = response.headers.get("x-model-tier-served")
     reason = response.headers.get("x-fallback-reason")
     if response.status_code != 200:
@@ -199,7 +202,10 @@ def _answered(response: httpx.Response) -> bool:
     """The tier produced an answer: 200, or output the gateway refused (still the tier's)."""
     if response.status_code == 200:
         return True
-    problem = response.json() if "json" in response.headers.get("content-type", "") else {}
+    try:
+        problem = response.json()
+    except ValueError:
+        return False
     return isinstance(problem, dict) and str(problem.get("type", "")).endswith("/output-invalid")
 
 
@@ -226,11 +232,13 @@ def warm_and_verify(
     first_ok: float | None = None
     check_s: float | None = None
     tries = 0
+    waited = False  # the tier was still booting when the gateway called it warm
     while time.monotonic() - started < timeout_s and tries < VERIFY_TRIES:
         sent = time.perf_counter()
         answer = client.post("/generate", json=body, headers=headers)
         check_s = round(time.perf_counter() - sent, 4)
         if answer.status_code in (503, 504):  # still booting: wait, within the timeout
+            waited = True
             _progress(tier, time.monotonic() - started, None, "booting")
             time.sleep(POLL_S)
             continue
@@ -243,7 +251,7 @@ def warm_and_verify(
             break
     sys.stderr.write("\n" if not was_warm else "")
     verified = check_s is not None and first_ok is not None and check_s < threshold_s
-    cold = None if was_warm and tries == 1 and verified else first_ok
+    cold = None if was_warm and not waited and tries == 1 and verified else first_ok
     return TierRun(
         tier=tier,
         cold_start_s=None if cold is None else round(cold, 2),

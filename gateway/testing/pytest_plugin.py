@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,7 +60,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("gateway_fixtures_dir", "cassette directory (like --fixtures-dir)")
 
 
-def resolve_mode(flag: str | None, environ: dict[str, str] | os._Environ[str]) -> Mode:
+def resolve_mode(flag: str | None, environ: Mapping[str, str]) -> Mode:
     if flag:
         return flag  # type: ignore[return-value]  # argparse checked the choices
     value = environ.get(ENV_MODE, "").strip().lower()

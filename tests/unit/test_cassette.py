@@ -13,6 +13,7 @@ import respx
 
 from gateway.testing.cassette import Cassette, CassetteError, request_key
 from gateway.testing.inventory import inventory, parse_age
+from gateway.testing.pytest_plugin import resolve_mode
 from gateway.testing.redact import REDACTED, Redactor
 from gateway.testing.transport import CassetteMissing, CassetteTransport
 
@@ -251,3 +252,23 @@ def test_inventory_flags_stale_and_unused(tmp_path: Path) -> None:
     assert entries["gone.json"].status == "unused"
     assert entries["broken.json"].status == "unreadable"
     assert entries["old.json"].tiers == ("dev",)
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "mode"),
+    [
+        (None, {}, "replay"),
+        (None, {"RECORD_FIXTURES": "true"}, "record"),
+        (None, {"RECORD_FIXTURES": "1"}, "record"),
+        (None, {"RECORD_FIXTURES": "refresh"}, "refresh"),
+        (None, {"RECORD_FIXTURES": "false"}, "replay"),
+        ("replay", {"RECORD_FIXTURES": "true"}, "replay"),  # the flag wins
+    ],
+)
+def test_mode_from_flag_then_environment(flag: str | None, env: dict[str, str], mode: str) -> None:
+    assert resolve_mode(flag, env) == mode
+
+
+def test_unknown_record_fixtures_value_is_a_usage_error() -> None:
+    with pytest.raises(pytest.UsageError, match="RECORD_FIXTURES='sometimes'"):
+        resolve_mode(None, {"RECORD_FIXTURES": "sometimes"})
