@@ -249,7 +249,7 @@ def warm_and_verify(
             first_ok = time.monotonic() - started
         if check_s < threshold_s:
             break
-    sys.stderr.write("\n" if not was_warm else "")
+    sys.stderr.write("\n" if waited or not was_warm else "")
     verified = check_s is not None and first_ok is not None and check_s < threshold_s
     cold = None if was_warm and not waited and tries == 1 and verified else first_ok
     return TierRun(
@@ -331,15 +331,25 @@ def run_bench(
     return BenchReport(url=url, suite=suite.name, started_at=started_at, tiers=runs)
 
 
-def start_gateway(config: str | None) -> tuple[subprocess.Popen[bytes], str]:
-    """`gateway serve` on a free loopback port (it starts the embedded tier if needed)."""
+def start_gateway(
+    config: str | None, log: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`gateway serve` on a free loopback port (it starts the embedded tier if needed); its
+    output goes to ``log`` when given, so its request log does not bury the progress."""
     from gateway.serving import free_port
 
     port = free_port()
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)]
     if config:
         argv += ["--config", config]
-    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)  # noqa: S603  # our own CLI
+    sink = log.open("ab") if log else None
+    try:
+        child = subprocess.Popen(  # noqa: S603  # our own CLI
+            argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink
+        )
+    finally:
+        if sink is not None:
+            sink.close()  # the child holds its own descriptor
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + GATEWAY_BOOT_S
     while time.monotonic() < deadline and child.poll() is None:
@@ -405,11 +415,16 @@ def bench_command(args: argparse.Namespace) -> int:
         return 2
     if args.limit:
         suite = msgspec.structs.replace(suite, tasks=suite.tasks[: args.limit])
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out: Path = args.out or Path(f"gateway-bench-{stamp}.json")
     child = None
     url = args.url
     try:
         if url is None:
-            child, url = start_gateway(args.config)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            log = out.with_suffix(".serve.log")
+            _err(f"gateway bench: starting `gateway serve` (its output: {log})")
+            child, url = start_gateway(args.config, log)
         report = run_bench(
             url,
             suite,
@@ -423,8 +438,6 @@ def bench_command(args: argparse.Namespace) -> int:
     finally:
         if child is not None:
             stop_gateway(child)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path(f"gateway-bench-{stamp}.json")
     table = save(report, out)
     _out(render_table(report.rows()))
     _out(f"saved {out} and {table}")

@@ -100,7 +100,7 @@ def test_bench_against_the_local_tier_with_zero_configuration(tmp_path: Path) ->
         ][:3],
     )
     # No --url, no GATEWAY_*: bench starts `gateway serve`, whose dev is the embedded tier.
-    result = bench(tmp_path, "--suite", str(suite), env={}, timeout=300)
+    result = bench(tmp_path, "--suite", str(suite), "--warm-timeout", "200", env={}, timeout=300)
     check_validity(result, suite)
     (row,) = result["table"]
     (run,) = result["runs"]
