@@ -5,17 +5,27 @@ gateway (warmth defaults, model names) and by ``tiers/`` (the deployments themse
 >>> specs["prod"].expected_cold_start_s
 424.0
 
-Pure data and a loader: importing this module pulls in nothing heavier than msgspec.
+Pure data and a loader: importing this module pulls in nothing heavier than msgspec. It is
+also shipped into the Modal containers (``tiers/modal_app.py`` re-imports it there), so it
+must stay free of other ``gateway`` imports.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 Gpu = Literal["L40S", "A100-80GB", "A100-40GB", "H100", "H200", "L4", "A10G", "T4"]
+
+# Modal accepts a scale-down window of 2..3600 s; a value outside fails at deploy, so it
+# fails here instead, where the file and key are named.
+ScaledownWindow = Annotated[float, msgspec.Meta(ge=2, le=3600)]
+Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 
 class TierSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -27,15 +37,18 @@ class TierSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     gpu: Gpu
     vllm_version: str
     xgrammar_version: str
-    max_model_len: int
-    gpu_memory_utilization: float
-    max_concurrency: int
-    scaledown_window_s: float
-    min_containers: int = 0
-    startup_timeout_s: float
+    max_model_len: Count
+    gpu_memory_utilization: Fraction
+    max_concurrency: Count
+    scaledown_window_s: ScaledownWindow
+    min_containers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    max_containers: Count | None = None  # None: Modal's own limit (the workspace's GPU quota)
+    startup_timeout_s: Positive
+    request_timeout_s: Positive = 600.0
     fast_boot: bool = False
-    expected_cold_start_s: float
-    port: int = 8000
+    gpu_snapshot: bool = False
+    expected_cold_start_s: Positive
+    port: Port = 8000
 
 
 class TiersFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
