@@ -23,7 +23,7 @@ writes what was used. ``refresh`` calls the real server for everything and rewri
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import httpx
@@ -58,6 +58,7 @@ class CassetteTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         tiers: Mapping[str, str] | None = None,
         redactor: Redactor | None = None,
         record_hint: str = "record it with RECORD_FIXTURES=true",
+        on_miss: Callable[[str], None] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -73,6 +74,7 @@ class CassetteTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         )
         self.redactor = redactor or Redactor.from_environment()
         self.record_hint = record_hint
+        self.on_miss = on_miss  # e.g. pytest.fail: stop the test at the call, with the message
         self.misses: list[str] = []
         self.recorded: list[Interaction] = []
         self._used: list[Interaction] = []
@@ -129,6 +131,8 @@ class CassetteTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 + f"; {self.record_hint}"
             )
             self.misses.append(message)
+            if self.on_miss is not None:
+                self.on_miss(message)
             raise CassetteMissing(message)
         return None
 

@@ -174,19 +174,6 @@ def test_record_against_the_local_tier_then_replay_offline(project: pytest.Pytes
     assert cassettes(project.path) == files  # replay writes nothing
 
 
-def test_replay_of_an_unrecorded_request_names_the_missing_cassette(
-    project: pytest.Pytester,
-) -> None:
-    project.makepyfile(test_user=ASK_ANSWER)
-    result = run(project, project.path / "out", NO_NETWORK="1")
-    result.assert_outcomes(failed=1, errors=1)
-    text = result.stdout.str()
-    missing = project.path / "tests/cassettes/test_user/test_generate.json"
-    assert f"in cassette {missing} (the file does not exist)" in text
-    assert "pytest --fixtures-mode=record 'test_user.py::test_generate'" in text
-    assert not missing.exists()
-
-
 HTTP_TEST = f"""
 import httpx, openai
 from conftest import save
@@ -203,6 +190,26 @@ def test_via_running_gateway(gateway_http_transport):
         response_format={{"type": "json_schema", "json_schema": {{"name": "p", "schema": SCHEMA}}}})
     save("http", raw.http_response)
 """
+
+
+def test_replay_of_an_unrecorded_request_names_the_missing_cassette(
+    project: pytest.Pytester,
+) -> None:
+    """Both fixtures stop the test at the call that has no recording, with one message that
+    names the cassette and the command that records it."""
+    project.makepyfile(test_user=ASK_ANSWER, test_http_user=HTTP_TEST)
+    result = run(project, project.path / "out", NO_NETWORK="1", MY_GATEWAY_URL="http://gw.test")
+    result.assert_outcomes(failed=2)
+    for test, name in (("test_user.py::test_generate", "test_user/test_generate.json"),
+                       ("test_http_user.py::test_via_running_gateway",
+                        "test_http_user/test_via_running_gateway.http.json")):  # fmt: skip
+        missing = project.path / "tests/cassettes" / name
+        assert f"in cassette {missing} (the file does not exist)" in result.stdout.str()
+        assert f"pytest --fixtures-mode=record '{test}'" in result.stdout.str()
+        assert not missing.exists()
+    # the failure is the miss itself, not a later assertion on a 500
+    failed = [line for line in result.outlines if line.startswith("FAILED")]
+    assert all(" - Failed: no recorded answ" in line for line in failed), failed
 
 
 @pytest.fixture
