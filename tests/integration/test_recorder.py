@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -121,6 +122,12 @@ def refused(url: str) -> bool:
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     clear_gateway_env(monkeypatch)
+    # pytester gives the inner session a fresh HOME; keep the user's cache (the CPU tier's
+    # converted weights live there: without it every run converts the GGUF again, ~40 s)
+    real_home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    monkeypatch.setenv(
+        "XDG_CACHE_HOME", os.environ.get("XDG_CACHE_HOME", str(real_home / ".cache"))
+    )
     monkeypatch.setenv("GATEWAY_CONFIG", str(Path(__file__).parents[2] / "config/gateway.toml"))
     pytester.makeconftest(CONFTEST)
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
