@@ -24,10 +24,13 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from gateway.testing.inventory import DEFAULT_MAX_AGE  # stdlib only below it: cheap
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
 ENV_MODE = "RECORD_FIXTURES"
 DEFAULT_DIR = "tests/cassettes"
+STALE = pytest.StashKey[list[tuple[Path, float]]]()  # replayed cassettes past the max age
 EMBEDDED_BOOT_S = 300.0  # a cold CPU load of the small model takes seconds; a slow disk more
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-\[\]=,+]")
 
@@ -58,6 +62,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"where cassettes live, relative to the rootdir (default: {DEFAULT_DIR})",
     )
     parser.addini("gateway_fixtures_dir", "cassette directory (like --fixtures-dir)")
+    parser.addini(
+        "gateway_fixtures_max_age",
+        f"replayed cassettes older than this are listed at the end (default {DEFAULT_MAX_AGE})",
+        default=DEFAULT_MAX_AGE,
+    )
+
+
+def _note_if_stale(config: pytest.Config, transport: CassetteTransport) -> None:
+    """Remember a replayed cassette older than the configured age, for the summary."""
+    from gateway.testing.cassette import parse_time
+    from gateway.testing.inventory import parse_age
+
+    stamps = [parse_time(i.recorded_at) for i in transport.cassette.interactions]
+    if transport.mode != "replay" or not stamps:
+        return
+    age_s = (datetime.now(UTC) - min(stamps)).total_seconds()
+    if age_s > parse_age(config.getini("gateway_fixtures_max_age")):
+        config.stash.setdefault(STALE, []).append((transport.cassette.path, age_s))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    stale = config.stash.get(STALE, [])
+    if not stale:
+        return
+    limit = config.getini("gateway_fixtures_max_age")
+    terminalreporter.write_sep("-", f"gateway fixtures: {len(stale)} replayed older than {limit}")
+    for path, age_s in sorted(set(stale)):
+        terminalreporter.write_line(f"{path} ({age_s / 86400:.1f} days old)")
+    terminalreporter.write_line("re-record them with: RECORD_FIXTURES=refresh pytest ...")
 
 
 def resolve_mode(flag: str | None, environ: Mapping[str, str]) -> Mode:
@@ -200,6 +233,7 @@ def gateway_recording(
     )
     recording = GatewayRecording(settings=settings, transport=transport, mode=gateway_fixtures_mode)
     yield recording
+    _note_if_stale(request.config, transport)
     _finish(transport, recording.reported)
 
 
@@ -258,4 +292,5 @@ def gateway_http_transport(
     )
     yield transport
     transport.close()
+    _note_if_stale(request.config, transport)
     _finish(transport, reported=len(transport.misses))

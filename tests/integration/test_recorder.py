@@ -311,3 +311,28 @@ def test_fixtures_commands_show_stale_and_unused_and_prune(project: pytest.Pytes
     assert pruned.returncode == 0
     assert not (root / "test_gone").exists()
     assert (root / "test_user/test_generate.json").exists()
+
+
+def test_replay_lists_cassettes_older_than_the_max_age(
+    project: pytest.Pytester, modal_like_tier: str
+) -> None:
+    project.makepyfile(test_user=ASK_PERSON)
+    run(project, project.path / "recorded", "--fixtures-mode=record").assert_outcomes(passed=1)
+    path = project.path / "tests/cassettes/test_user/test_generate.json"
+    fresh = run(project, project.path / "fresh", NO_NETWORK="1")
+    fresh.assert_outcomes(passed=1)
+    assert "gateway fixtures:" not in fresh.stdout.str()
+
+    cassette = json.loads(path.read_text())
+    for interaction in cassette["interactions"]:
+        interaction["recorded_at"] = "2020-01-01T00:00:00Z"
+    path.write_text(json.dumps(cassette))
+    old = run(project, project.path / "old", NO_NETWORK="1")
+    old.assert_outcomes(passed=1)  # stale is news, not a failure
+    old.stdout.fnmatch_lines(
+        [
+            "*gateway fixtures: 1 replayed older than 7d*",
+            f"{path} (* days old)",
+            "re-record them with: RECORD_FIXTURES=refresh pytest ...",
+        ]
+    )

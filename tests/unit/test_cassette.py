@@ -4,6 +4,8 @@ stands in for the real server)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -272,3 +274,14 @@ def test_mode_from_flag_then_environment(flag: str | None, env: dict[str, str], 
 def test_unknown_record_fixtures_value_is_a_usage_error() -> None:
     with pytest.raises(pytest.UsageError, match="RECORD_FIXTURES='sometimes'"):
         resolve_mode(None, {"RECORD_FIXTURES": "sometimes"})
+
+
+def test_the_plugin_imports_nothing_heavy() -> None:
+    """pytest imports the plugin in every session where the gateway is installed."""
+    code = (
+        "import sys, gateway.testing.pytest_plugin; "
+        "print(sorted(m for m in ('httpx', 'litestar', 'msgspec', 'jsonschema_rs', "
+        "'gateway.settings', 'gateway.app') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
