@@ -144,7 +144,8 @@ class TierStates:
                 }
             row["kind"] = tier.kind
             row["model"] = tier.model
-            row["startup_timeout_s"] = tier.timeouts.cold
+            if name in self.probes:  # how long a warm-up may take before the tier is down
+                row["startup_timeout_s"] = self.tracker.config(name).startup_timeout_s
             row.update(counts.get(name, {"requests": 0, "fallbacks": {}}))
             out[name] = row
         return out
