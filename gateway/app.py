@@ -9,8 +9,7 @@ the warmth tracker and its background tasks. Nothing is created at import time.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -19,13 +18,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.types import Scope
 
+from gateway.clock import Clock, SystemClock
 from gateway.dispatch import Dispatcher
-from gateway.interim import InterimChecker, build_warmth
 from gateway.observability import Metrics, observability_middleware
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import generate, openai, ops
 from gateway.runtime import Runtime
+from gateway.schema_check import SchemaChecker
 from gateway.settings import Settings, load_settings
+from gateway.tierstate import TierStates
 from gateway.upstream import TierClient
 
 
@@ -33,9 +34,11 @@ def create_app(
     settings: Settings,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock | None = None,
 ) -> Litestar:
-    """Build the app; ``transport`` replaces the network for every tier (tests)."""
+    """Build the app; ``transport`` replaces the network for every tier, ``clock`` the time
+    (tests)."""
+    clock = clock or SystemClock()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -43,18 +46,23 @@ def create_app(
             name: TierClient(tier, settings, transport=transport)
             for name, tier in settings.tiers.items()
         }
-        warmth = build_warmth(settings, clients, clock=clock)
-        holder: list[Runtime] = []
-        metrics = Metrics(lambda: holder[0].tier_states())
+        metrics = Metrics()
+        warmth = TierStates.build(
+            settings,
+            clients,
+            clock=clock,
+            on_warm_up=lambda tier: metrics.warmups.labels(tier).inc(),
+            on_cold_start=lambda tier, s: metrics.cold_start.labels(tier).observe(s),
+        )
+        metrics.watch_states(warmth.states)
         runtime = Runtime(
             settings=settings,
             clients=clients,
             warmth=warmth,
-            dispatcher=Dispatcher(settings, clients, warmth, clock=clock),
-            checker=InterimChecker(),
+            dispatcher=Dispatcher(settings, clients, warmth, clock=clock.monotonic),
+            checker=SchemaChecker(),
             metrics=metrics,
         )
-        holder.append(runtime)
         app.state.runtime = runtime
         try:
             await runtime.start()

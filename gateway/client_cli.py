@@ -30,10 +30,20 @@ def show_status(url: str, *, as_json: bool) -> int:
     if as_json:
         print(msgspec.json.format(msgspec.json.encode(data)).decode())
         return 0
+    head = ("tier", "state", "eta", "cold start", "warm-ups", "requests")
+    print(
+        f"{head[0]:8} {head[1]:12} {head[2]:>6} {head[3]:>10} {head[4]:>8} {head[5]:>8}  last error"
+    )
     for name, tier in data.items():
         eta = tier.get("eta_s")
-        eta_text = f"  eta {eta:.0f}s" if isinstance(eta, (int, float)) else ""
-        print(f"{name:8} {tier.get('state', '?'):9}{eta_text}")
+        mean = tier.get("mean_cold_start_s")
+        print(
+            f"{name:8} {tier.get('state', '?'):12} "
+            f"{'-' if eta is None else f'{eta:.0f}s':>6} "
+            f"{'-' if mean is None else f'{mean:.0f}s':>10} "
+            f"{tier.get('warmups', 0):>8} {tier.get('requests', 0):>8}  "
+            f"{tier.get('last_error') or tier.get('missing_setting') or ''}"
+        )
     return 0
 
 

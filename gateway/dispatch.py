@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import msgspec
 
 from gateway.errors import (
+    BadUpstreamResponse,
     GatewayError,
     OutputInvalid,
     TierTimeout,
@@ -35,7 +36,7 @@ from gateway.upstream import TierClient, TierReply
 class Warmth(Protocol):
     """What dispatch needs of the warmth tracker (``gateway.warmth``)."""
 
-    def view(self, tier: str) -> TierView: ...
+    async def view(self, tier: str) -> TierView: ...
     def record_success(self, tier: str, latency_s: float) -> None: ...
     def record_failure(self, tier: str, error: str) -> None: ...
     def trigger_warm_up(self, tier: str) -> None: ...
@@ -87,36 +88,36 @@ class Dispatcher:
         self.clock = clock
         self.fallbacks: dict[tuple[str, str], int] = {}  # (tier requested, reason) -> count
 
-    def plan(self, job: Job) -> tuple[Plan, Budget]:
+    async def plan(self, job: Job) -> tuple[Plan, Budget]:
         tier = self.settings.tiers[job.requested]
         budget = Budget.for_tier(tier, job.client_timeout_s)
-        views = {name: self.warmth.view(name) for name in tier.fallback}
+        views = {name: await self.warmth.view(name) for name in tier.fallback}
         plan = plan_request(
             tier=tier,
             mode=job.mode,
             budget=budget,
-            view=self.warmth.view(tier.name),
+            view=await self.warmth.view(tier.name),
             fallbacks=views,
         )
         return plan, budget
 
     async def serve(self, job: Job) -> Outcome:
         started = self.clock()
-        plan, budget = self.plan(job)
+        plan, budget = await self.plan(job)
         if plan.warm_up:
             self.warmth.trigger_warm_up(plan.primary)
         for name in plan.warm_fallbacks:
             self.warmth.trigger_warm_up(name)
 
         if plan.action is Action.REFUSE:
-            raise self._refusal(plan)
+            raise await self._refusal(plan)
         if plan.action is Action.FALLBACK:
             assert plan.fallback is not None
             left = budget.deadline_s - (self.clock() - started)
             return await self._call(job, plan.fallback, left, reason=plan.reason)
         if plan.action is Action.WAIT:
             if not await self.warmth.wait_warm(plan.primary, plan.primary_budget_s):
-                eta = self.warmth.view(plan.primary).eta_s
+                eta = (await self.warmth.view(plan.primary)).eta_s
                 raise TierTimeout(
                     f"tier {plan.primary} was not warm within {plan.primary_budget_s:g} s",
                     tier=plan.primary,
@@ -148,7 +149,7 @@ class Dispatcher:
             reply = await self.clients[name].complete(
                 job.payload(tier), budget_s=budget_s, request_id=job.request_id
             )
-        except (TierUnavailable, TierTimeout) as error:
+        except (TierUnavailable, TierTimeout, BadUpstreamResponse) as error:
             self.warmth.record_failure(name, error.detail)
             raise
         self.warmth.record_success(name, reply.latency_s)
@@ -161,9 +162,9 @@ class Dispatcher:
             reply=reply, output=output, requested=job.requested, served=name, reason=reason
         )
 
-    def _refusal(self, plan: Plan) -> TierUnavailable:
+    async def _refusal(self, plan: Plan) -> TierUnavailable:
         tier = self.settings.tiers[plan.primary]
-        view = self.warmth.view(plan.primary)
+        view = await self.warmth.view(plan.primary)
         headers = {}
         if plan.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, round(plan.retry_after_s)))

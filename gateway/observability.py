@@ -56,7 +56,7 @@ class TierStateCollector:
 class Metrics:
     """The gateway's series. One per app (no global registry)."""
 
-    def __init__(self, tier_states: Callable[[], dict[str, str]]) -> None:
+    def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry()
         # In multiprocess mode values live in files; the registry that *collects* reads them.
@@ -107,7 +107,28 @@ class Metrics:
         )
         if self.multiprocess:
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+
+    def watch_states(self, tier_states: Callable[[], dict[str, str]]) -> None:
+        """Report each tier's warmth state, read at scrape time."""
         self.registry.register(TierStateCollector(tier_states))
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """Requests and fallbacks by reason, per tier requested, summed over all workers."""
+        out: dict[str, dict[str, Any]] = {}
+        for family in self.registry.collect():
+            if family.name != "gateway_requests":
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                row = out.setdefault(
+                    sample.labels["tier_requested"], {"requests": 0, "fallbacks": {}}
+                )
+                row["requests"] += int(sample.value)
+                reason = sample.labels["fallback_reason"]
+                if reason:
+                    row["fallbacks"][reason] = row["fallbacks"].get(reason, 0) + int(sample.value)
+        return out
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from gateway.dispatch import Dispatcher, Warmth
+from gateway.dispatch import Dispatcher
 from gateway.observability import Metrics
+from gateway.schema_check import SchemaChecker
 from gateway.settings import Settings
+from gateway.tierstate import TierStates
 from gateway.upstream import TierClient
 
 
@@ -16,33 +18,18 @@ from gateway.upstream import TierClient
 class Runtime:
     settings: Settings
     clients: dict[str, TierClient]
-    warmth: Warmth
+    warmth: TierStates
     dispatcher: Dispatcher
-    checker: Any
+    checker: SchemaChecker
     metrics: Metrics
-    started: bool = field(default=False)
 
     async def start(self) -> None:
-        self.started = True
+        await self.warmth.start()
 
     async def aclose(self) -> None:
+        await self.warmth.aclose()
         for client in self.clients.values():
             await client.aclose()
 
-    def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, tier in self.settings.tiers.items():
-            view = self.warmth.view(name)
-            out[name] = {
-                "tier": name,
-                "kind": tier.kind,
-                "configured": tier.configured,
-                "state": "warm" if view.warm else ("cold" if view.usable else "unconfigured"),
-                "usable": view.usable,
-                "warm": view.warm,
-                "eta_s": view.eta_s,
-            }
-        return out
-
-    def tier_states(self) -> dict[str, str]:
-        return {name: str(tier["state"]) for name, tier in self.status().items()}
+    async def status(self) -> dict[str, Any]:
+        return await self.warmth.status(self.metrics.counts())

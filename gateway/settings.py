@@ -27,9 +27,11 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.keepwarm import ScheduleError, parse_schedule
 from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs
 
 MODAL_HOLD_S = 150.0  # a Modal web endpoint holds a request this long, then answers 303
+WARMTH_DB_ENV = "GATEWAY_WARMTH_DB"  # set by `gateway serve --workers N` when unset
 EMBEDDED_URL_ENV = "GATEWAY_EMBEDDED_TIER_URL"  # set by `gateway serve` for its workers
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.toml"
 
@@ -80,6 +82,7 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     default_tier: str = "dev"
     tiers_file: str = "tiers.toml"
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    warmth_db: str = ""  # shared warmth store (SQLite file); "" = in memory, one worker
     tiers: dict[str, TierFileEntry]
 
 
@@ -117,6 +120,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int
     tiers: dict[str, Tier]
     local_tier: Literal["auto", "off"] = "auto"
+    warmth_db: str = ""
     modal_key: Secret | None = None
     modal_secret: Secret | None = None
 
@@ -190,6 +194,10 @@ def load_settings(
             url = _check_url(url, f"{path}: tiers.{name}.url")
         else:
             url = None
+        try:
+            parse_schedule(entry.keep_warm)
+        except ScheduleError as exc:
+            raise SettingsError(f"{path}: tiers.{name}.keep_warm: {exc}") from exc
         for other in entry.fallback:
             if other not in file.tiers or other == name:
                 raise SettingsError(f"{path}: tiers.{name}.fallback: no other tier named {other!r}")
@@ -229,6 +237,7 @@ def load_settings(
         max_body_bytes=file.max_body_bytes,
         tiers=tiers,
         local_tier=local_mode,  # type: ignore[arg-type]
+        warmth_db=env.get(WARMTH_DB_ENV) or file.warmth_db,
         modal_key=Secret(key_) if key_ else None,
         modal_secret=Secret(secret) if secret else None,
     )

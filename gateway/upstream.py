@@ -44,11 +44,14 @@ from gateway.errors import (
     UpstreamRejected,
 )
 from gateway.schemas import ChatCompletion
-from gateway.settings import Settings, Tier
+from gateway.settings import MODAL_HOLD_S, Settings, Tier
 
 CHAT_PATH = "/v1/chat/completions"
 HEALTH_PATH = "/health"
 PROBE_TIMEOUT = httpx.Timeout(10.0, connect=5.0)  # a health answer is instant once up
+# A Modal endpoint holds a request while its container boots, then answers 303: a probe of a
+# modal tier waits out the hold (that held request is what keeps the boot going).
+MODAL_PROBE_TIMEOUT = httpx.Timeout(MODAL_HOLD_S + 10.0, connect=10.0)
 UNAVAILABLE_RETRY_S = 5  # Retry-After when a tier refused the connection: a restart, usually
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -262,7 +265,8 @@ class TierClient:
         if self.tier.url is None:
             return False
         try:
-            response = await self._client.get(HEALTH_PATH, timeout=PROBE_TIMEOUT)
+            timeout = MODAL_PROBE_TIMEOUT if self.tier.kind == "modal" else PROBE_TIMEOUT
+            response = await self._client.get(HEALTH_PATH, timeout=timeout)
         except httpx.HTTPError:
             return False
         return response.status_code == 200

@@ -46,20 +46,18 @@ tier never pays an fsync. Time comes only from the injected :class:`Clock`, so t
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 import msgspec
 from msgspec.structs import replace
 
+from gateway.clock import Clock, SystemClock, within
 from gateway.errors import GatewayError
 from gateway.keepwarm import OFF, Schedule, in_window, keepwarm_due, next_touch, parse_schedule
 from gateway.tierspec import TierSpec
@@ -85,93 +83,6 @@ T = TypeVar("T")
 
 ETA_FLOOR_S = 1.0  # a warm-up past its expected time is "any moment now", never 0 or negative
 MAX_ERROR_CHARS = 300  # last_error is for people reading /status, not a log
-
-
-class Clock(Protocol):
-    """Where warmth gets its time. ``time`` is wall-clock epoch seconds (the clock worker
-    processes share, used in the store); ``monotonic`` measures local durations."""
-
-    def time(self) -> float: ...
-
-    def monotonic(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def time(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class ManualClock:
-    """A clock that moves only when told, for tests and simulations::
-
-    clock = ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
-    task = asyncio.create_task(tracker.warm_up("prod", probe))
-    await clock.advance(30)     # sleepers due within 30 s wake, in time order
-    """
-
-    def __init__(self, start: datetime) -> None:
-        self._epoch = start.timestamp()
-        self._elapsed = 0.0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    def time(self) -> float:
-        return self._epoch + self._elapsed
-
-    def monotonic(self) -> float:
-        return self._elapsed
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._elapsed + seconds, next(self._order), wake))
-        await wake
-
-    async def advance(self, seconds: float) -> None:
-        """Move time on by ``seconds``, waking each sleeper at its own time and letting the
-        tasks it wakes run before the next."""
-        target = self._elapsed + seconds
-        await _settle()
-        while self._sleepers and self._sleepers[0][0] <= target:
-            when, _, wake = heapq.heappop(self._sleepers)
-            self._elapsed = max(self._elapsed, when)
-            if not wake.done():
-                wake.set_result(None)
-            await _settle()
-        self._elapsed = target
-        await _settle()
-
-
-async def _settle() -> None:
-    # Enough loop turns for a woken task to run to its next real wait (store, event, sleep).
-    for _ in range(50):
-        await asyncio.sleep(0)
-
-
-async def within(clock: Clock, work: Awaitable[T], seconds: float) -> tuple[bool, T | None]:
-    """Await ``work`` for at most ``seconds`` of ``clock`` time: (True, result) if it
-    finished (its exception propagates), (False, None) if time ran out (it is cancelled)."""
-    task = asyncio.ensure_future(work)
-    timer = asyncio.ensure_future(clock.sleep(seconds))
-    try:
-        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, timer):
-            pending.cancel()
-        await asyncio.gather(task, timer, return_exceptions=True)
-    if task.cancelled() or not task.done():
-        return False, None
-    return True, task.result()
 
 
 class TierWarmthConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -251,9 +162,14 @@ class WarmthTracker:
         poll_interval_s: float = 1.0,  # waiters in other workers notice "warm" within 1 s
         success_write_interval_s: float = 15.0,  # << any scale-down window (300 s and up)
         owner: str | None = None,
+        on_warm_up: Callable[[str], None] | None = None,
+        on_cold_start: Callable[[str, float], None] | None = None,
     ) -> None:
         self._configs = dict(configs)
         self._store = store
+        # Observers (metrics): a warm-up this worker runs starts; a cold start was measured.
+        self._on_warm_up = on_warm_up or (lambda tier: None)
+        self._on_cold_start = on_cold_start or (lambda tier, seconds: None)
         self.clock: Clock = clock or SystemClock()
         self._cache_ttl_s = cache_ttl_s
         self._lease_ttl_s = lease_ttl_s
@@ -425,6 +341,7 @@ class WarmthTracker:
         it shows ``warming`` from then on, not ``warm`` for a whole boot."""
         started, started_at = self.clock.monotonic(), self.clock.time()
         deadline = started + cfg.startup_timeout_s
+        self._on_warm_up(tier)
         heartbeat = asyncio.create_task(self._heartbeat(tier))
         backoff, last_error = cfg.probe_backoff_initial_s, "no probe ran"
         outcome: Change | None = None
@@ -444,6 +361,8 @@ class WarmthTracker:
                 if healthy:
                     elapsed = self.clock.monotonic() - started
                     outcome = warmed(cfg, self.clock.time(), elapsed, self.owner)
+                    if elapsed >= cfg.already_warm_below_s:
+                        self._on_cold_start(tier, elapsed)
                     break
                 await not_warm_after_all()
                 pause = min(backoff, max(0.0, deadline - self.clock.monotonic()))

@@ -70,8 +70,11 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 @pytest.fixture
 def router() -> Iterator[respx.MockRouter]:
-    # Used only through create_app's transport seam: nothing is patched globally.
-    return respx.MockRouter(assert_all_called=False)
+    # Used only through create_app's transport seam: nothing is patched globally. The dev
+    # tier (kind openai) is probed at start-up, as a real vLLM's /health would answer.
+    mock = respx.MockRouter(assert_all_called=False)
+    mock.get(DEV_URL + "/health", name="dev-health").respond(200)
+    return mock
 
 
 @pytest.fixture
@@ -97,3 +100,19 @@ def client(
     make_client: Callable[[Settings], TestClient[Any]], settings: Settings
 ) -> TestClient[Any]:
     return make_client(settings)
+
+
+def warm_prod(client: TestClient[Any], router: respx.MockRouter) -> TestClient[Any]:
+    """Warm prod: a scale-to-zero Modal tier starts presumed cold, and this is what
+    `POST /warmup` does for it (its /health answering once booted)."""
+    if "prod-health" not in router.routes:
+        router.get(PROD_URL + "/health", name="prod-health").respond(200)
+    response = client.post("/warmup", json={"tier": "prod", "wait": True})
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "warm"
+    return client
+
+
+@pytest.fixture
+def warm_client(client: TestClient[Any], router: respx.MockRouter) -> TestClient[Any]:
+    return warm_prod(client, router)

@@ -29,6 +29,8 @@ from gateway.schemas import (
 from gateway.settings import Tier
 from gateway.upstream import TierReply
 
+EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (embedded CPU tier)"
+
 
 def check_json_object(reply: TierReply) -> Any:
     first = reply.completion.choices[0]
@@ -103,7 +105,9 @@ async def list_models(request: AnyRequest) -> ModelList:
             ModelCard(
                 id=tier.name,
                 tier=tier.name,
-                upstream_model=tier.spec.model if tier.spec else tier.model,
+                upstream_model=EMBEDDED_MODEL
+                if tier.kind == "local"
+                else (tier.spec.model if tier.spec else tier.model),
                 gpu=tier.spec.gpu if tier.spec and tier.kind != "local" else None,
                 configured=tier.configured,
             )

@@ -20,7 +20,7 @@ async def health() -> dict[str, str]:
 @get("/ready", summary="Readiness: config loaded and at least one tier usable")
 async def ready(request: AnyRequest) -> Response[Any]:
     runtime = runtime_of(request)
-    tiers = {name: runtime.warmth.view(name) for name in runtime.settings.tiers}
+    tiers = {name: await runtime.warmth.view(name) for name in runtime.settings.tiers}
     usable = [name for name, view in tiers.items() if view.usable]
     body = {
         "status": "ready" if usable else "unavailable",
@@ -32,7 +32,9 @@ async def ready(request: AnyRequest) -> Response[Any]:
 @get("/status", summary="Per-tier warmth, ETA, latency, errors and counters")
 async def status(request: AnyRequest) -> Response[Any]:
     runtime = runtime_of(request)
-    return Response(content=msgspec.json.encode(runtime.status()), media_type="application/json")
+    return Response(
+        content=msgspec.json.encode(await runtime.status()), media_type="application/json"
+    )
 
 
 class WarmupRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -58,11 +60,11 @@ async def warmup(request: AnyRequest) -> Response[Any]:
         cold = settings.tiers[req.tier].timeouts.cold
         limit = min(req.timeout_s, cold) if req.timeout_s else cold
         warm = await runtime.warmth.wait_warm(req.tier, limit)
-    tier_status = runtime.status()[req.tier]
+    tier_status = (await runtime.status())[req.tier]
     return Response(
         content=msgspec.json.encode(tier_status),
         media_type="application/json",
-        status_code=200 if warm or runtime.warmth.view(req.tier).warm else 202,
+        status_code=200 if warm or (await runtime.warmth.view(req.tier)).warm else 202,
     )
 
 

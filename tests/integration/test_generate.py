@@ -10,7 +10,7 @@ import pytest
 import respx
 from litestar.testing import TestClient
 
-from tests.conftest import DEV_URL, PERSON_SCHEMA, PROD_URL, completion
+from tests.conftest import DEV_URL, PERSON_SCHEMA, PROD_URL, completion, warm_prod
 
 CHAT = "/v1/chat/completions"
 
@@ -52,9 +52,9 @@ def test_upstream_request_uses_response_format_never_guided_json(
     assert sent["messages"][-1] == {"role": "user", "content": "Invent a person."}
 
 
-def test_header_picks_the_tier(client: TestClient[Any], router: respx.MockRouter) -> None:
+def test_header_picks_the_tier(warm_client: TestClient[Any], router: respx.MockRouter) -> None:
     prod = router.post(PROD_URL + CHAT).respond(200, json=completion(model="prod"))
-    response = client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"})
+    response = warm_client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"})
     assert response.status_code == 200
     assert response.headers["x-model-tier-served"] == "prod"
     assert prod.call_count == 1
@@ -64,7 +64,7 @@ def test_gateway_env_picks_the_tier(
     make_settings: Any, make_client: Any, router: respx.MockRouter
 ) -> None:
     prod = router.post(PROD_URL + CHAT).respond(200, json=completion(model="prod"))
-    client = make_client(make_settings(GATEWAY_ENV="prod"))
+    client = warm_prod(make_client(make_settings(GATEWAY_ENV="prod")), router)
     response = client.post("/generate", json=body())
     assert response.headers["x-model-tier-served"] == "prod"
     assert prod.call_count == 1
@@ -82,33 +82,34 @@ def test_request_id_is_propagated_to_the_tier_and_back(
 
 
 def test_modal_tier_gets_proxy_auth_and_follows_303_chain(
-    client: TestClient[Any], router: respx.MockRouter
+    warm_client: TestClient[Any], router: respx.MockRouter
 ) -> None:
     router.post(PROD_URL + CHAT).respond(303, headers={"location": "/__result?id=1"})
     router.get(PROD_URL + "/__result?id=1").respond(303, headers={"location": "/__result?id=2"})
     router.get(PROD_URL + "/__result?id=2").respond(303, headers={"location": "/__result?id=3"})
     router.get(PROD_URL + "/__result?id=3").respond(200, json=completion(model="prod"))
-    response = client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"})
+    response = warm_client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"})
     assert response.status_code == 200
-    assert [c.request.method for c in router.calls] == ["POST", "GET", "GET", "GET"]
-    assert all(c.request.headers["modal-key"] for c in router.calls)
+    calls = [c for c in router.calls if c.request.url.path != "/health"]
+    assert [c.request.method for c in calls] == ["POST", "GET", "GET", "GET"]
+    assert all(c.request.headers["modal-key"] for c in calls)
 
 
-def test_one_hop_303(client: TestClient[Any], router: respx.MockRouter) -> None:
+def test_one_hop_303(warm_client: TestClient[Any], router: respx.MockRouter) -> None:
     router.post(PROD_URL + CHAT).respond(303, headers={"location": "/__result?id=9"})
     router.get(PROD_URL + "/__result?id=9").respond(200, json=completion(model="prod"))
-    response = client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"})
+    response = warm_client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"})
     assert response.status_code == 200
     assert response.json()["output"] == {"name": "Ada", "age": 36}
 
 
 def test_more_303_hops_than_the_budget_allows_is_a_504_naming_the_tier(
-    client: TestClient[Any], router: respx.MockRouter
+    warm_client: TestClient[Any], router: respx.MockRouter
 ) -> None:
     # prod's cold budget is 600 s: 5 holds of 150 s, +1 => at most 5 redirects followed.
     router.post(PROD_URL + CHAT).respond(303, headers={"location": "/__result"})
     loop = router.get(PROD_URL + "/__result").respond(303, headers={"location": "/__result"})
-    response = client.post(
+    response = warm_client.post(
         "/generate", json=body(), headers={"X-Model-Tier": "prod", "X-Tier-Fallback": "deny"}
     )
     assert response.status_code == 504
@@ -120,11 +121,11 @@ def test_more_303_hops_than_the_budget_allows_is_a_504_naming_the_tier(
 
 
 def test_redirect_to_another_host_drops_proxy_auth(
-    client: TestClient[Any], router: respx.MockRouter
+    warm_client: TestClient[Any], router: respx.MockRouter
 ) -> None:
     router.post(PROD_URL + CHAT).respond(303, headers={"location": "https://elsewhere.test/r"})
     other = router.get("https://elsewhere.test/r").respond(200, json=completion())
-    client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"})
+    warm_client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"})
     assert "modal-key" not in other.calls.last.request.headers
     assert "modal-secret" not in other.calls.last.request.headers
 
@@ -275,18 +276,35 @@ def test_unknown_tier_header_lists_the_valid_ones(client: TestClient[Any]) -> No
 
 
 def test_secrets_never_reach_errors_or_logs(
-    client: TestClient[Any], router: respx.MockRouter, caplog: pytest.LogCaptureFixture
+    warm_client: TestClient[Any], router: respx.MockRouter, caplog: pytest.LogCaptureFixture
 ) -> None:
     from tests.conftest import MODAL_KEY, MODAL_SECRET
 
     caplog.set_level("DEBUG")
     router.post(PROD_URL + CHAT).respond(401, text="bad token")
     responses = [
-        client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"}),
-        client.get("/status"),
-        client.get("/v1/models"),
+        warm_client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"}),
+        warm_client.get("/status"),
+        warm_client.get("/v1/models"),
     ]
     for response in responses:
         assert MODAL_KEY not in response.text and MODAL_SECRET not in response.text
         assert MODAL_KEY not in str(response.headers) and MODAL_SECRET not in str(response.headers)
     assert MODAL_KEY not in caplog.text and MODAL_SECRET not in caplog.text
+
+
+def test_keywords_the_grammar_cannot_enforce_are_checked_after_and_said_so(
+    client: TestClient[Any], router: respx.MockRouter
+) -> None:
+    schema = {
+        **PERSON_SCHEMA,
+        "not": {"properties": {"name": {"const": "Bob"}}, "required": ["name"]},
+    }
+    router.post(DEV_URL + CHAT).respond(200, json=completion(content='{"name": "Bob", "age": 3}'))
+    refused = client.post("/generate", json=body(schema=schema, max_tokens=64))
+    assert refused.status_code == 502  # `not` was not enforced by the grammar; the check caught it
+    assert refused.json()["reason"] == "schema-violation"
+    router.post(DEV_URL + CHAT).respond(200, json=completion())
+    served = client.post("/generate", json=body(schema=schema))
+    assert served.status_code == 200
+    assert served.headers["x-schema-checked-after"] == "not"

@@ -16,7 +16,8 @@ CHAT = "/v1/chat/completions"
 
 
 @pytest.fixture
-def sdk(client: TestClient[Any]) -> openai.OpenAI:
+def sdk(warm_client: TestClient[Any]) -> openai.OpenAI:
+    client = warm_client
     # TestClient is an httpx.Client: the SDK sends its requests into the app in-process.
     return openai.OpenAI(
         base_url=str(client.base_url) + "/v1", api_key="unused", http_client=client, max_retries=0

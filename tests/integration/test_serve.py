@@ -105,3 +105,43 @@ def test_bad_configuration_stops_startup_naming_the_key() -> None:
     assert proc.returncode == 2
     assert "GATEWAY_TIER_PROD_URL" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _warmup_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "warmup", "--url", url, "--tier", "prod", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_warmup_wait_shows_progress_and_exits_0_once_warm() -> None:
+    # prod as a scale-to-zero Modal tier: presumed cold, so only the warm-up probes it.
+    with stub_upstream(health=[503, 503, 200]) as prod:
+        env = {"GATEWAY_TIER_PROD_URL": f"http://127.0.0.1:{prod.server_address[1]}"}
+        with gateway_process(env) as (_, url):
+            assert httpx.get(url + "/status").json()["prod"]["state"] == "cold"
+            done = _warmup_cli(url, "--wait")
+            assert done.returncode == 0, done.stderr
+            assert "prod: warm after" in done.stdout
+            assert "[" in done.stderr  # the progress bar against the ETA
+            assert httpx.get(url + "/status").json()["prod"]["state"] == "warm"
+            shown = subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "status", "--url", url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert shown.returncode == 0
+            prod_line = next(line for line in shown.stdout.splitlines() if line.startswith("prod"))
+            assert prod_line.split()[1] == "warm"
+
+
+def test_warmup_wait_exits_non_zero_at_its_deadline() -> None:
+    with stub_upstream(health=[503]) as prod:
+        env = {"GATEWAY_TIER_PROD_URL": f"http://127.0.0.1:{prod.server_address[1]}"}
+        with gateway_process(env) as (_, url):
+            done = _warmup_cli(url, "--wait", "--timeout", "3")
+            assert done.returncode == 1
+            assert "not warm by its deadline" in done.stderr

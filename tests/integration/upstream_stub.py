@@ -11,24 +11,11 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.conftest import completion
+
 
 def _completion(content: str) -> bytes:
-    return json.dumps(
-        {
-            "id": "chatcmpl-stub",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "stub",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
-        }
-    ).encode()
+    return json.dumps(completion(content)).encode()
 
 
 class StubServer(ThreadingHTTPServer):
@@ -36,6 +23,7 @@ class StubServer(ThreadingHTTPServer):
     delay_s: float = 0.0
     content: str = '{"name": "Ada", "age": 36}'
     seen: list[dict[str, Any]]
+    health: list[int]  # statuses /health answers in turn; the last one repeats
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,7 +40,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        self._send(200, b"{}") if self.path == "/health" else self._send(404, b"{}")
+        if self.path != "/health":
+            self._send(404, b"{}")
+            return
+        codes = self.server.health
+        self._send(codes.pop(0) if len(codes) > 1 else codes[0], b"{}")
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", 0))
@@ -63,9 +55,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def stub_upstream(delay_s: float = 0.0) -> Iterator[StubServer]:
+def stub_upstream(delay_s: float = 0.0, health: list[int] | None = None) -> Iterator[StubServer]:
     server = StubServer(("127.0.0.1", 0), _Handler)
     server.delay_s = delay_s
+    server.health = list(health or [200])
     server.seen = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

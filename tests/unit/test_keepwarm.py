@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
+from gateway.clock import ManualClock
 from gateway.keepwarm import (
     ScheduleError,
     in_window,
@@ -18,7 +19,7 @@ from gateway.keepwarm import (
     run_keepwarm,
 )
 from gateway.warmstore import MemoryStore
-from gateway.warmth import ManualClock, TierWarmthConfig, WarmthTracker
+from gateway.warmth import TierWarmthConfig, WarmthTracker
 
 BERLIN_OFFICE = parse_schedule("Mon-Fri 08:00-19:00 Europe/Berlin")
 

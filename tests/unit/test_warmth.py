@@ -13,11 +13,12 @@ import msgspec
 import pytest
 
 import gateway
+from gateway.clock import ManualClock
 from gateway.errors import TierUnavailable
 from gateway.keepwarm import ScheduleError, parse_schedule
 from gateway.tierspec import load_tier_specs
 from gateway.warmstore import MemoryStore, TierRecord
-from gateway.warmth import ManualClock, TierWarmthConfig, WarmthTracker
+from gateway.warmth import TierWarmthConfig, WarmthTracker
 
 REPO = Path(gateway.__file__).resolve().parent.parent
 MONDAY_9_UTC = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

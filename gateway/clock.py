@@ -1,0 +1,105 @@
+"""Time, injected: warmth, dispatch and keep-warm read time only through a ``Clock``, so
+cold-start behaviour is tested on a ``ManualClock`` without sleeping.
+
+>>> clock = ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+>>> await clock.advance(30)   # sleepers due within 30 s wake, in time order
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """Where warmth gets its time. ``time`` is wall-clock epoch seconds (the clock worker
+    processes share, used in the store); ``monotonic`` measures local durations."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class ManualClock:
+    """A clock that moves only when told, for tests and simulations::
+
+    clock = ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+    task = asyncio.create_task(tracker.warm_up("prod", probe))
+    await clock.advance(30)     # sleepers due within 30 s wake, in time order
+    """
+
+    def __init__(self, start: datetime) -> None:
+        self._epoch = start.timestamp()
+        self._elapsed = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def time(self) -> float:
+        return self._epoch + self._elapsed
+
+    def monotonic(self) -> float:
+        return self._elapsed
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._elapsed + seconds, next(self._order), wake))
+        await wake
+
+    async def advance(self, seconds: float) -> None:
+        """Move time on by ``seconds``, waking each sleeper at its own time and letting the
+        tasks it wakes run before the next."""
+        target = self._elapsed + seconds
+        await _settle()
+        while self._sleepers and self._sleepers[0][0] <= target:
+            when, _, wake = heapq.heappop(self._sleepers)
+            self._elapsed = max(self._elapsed, when)
+            if not wake.done():
+                wake.set_result(None)
+            await _settle()
+        self._elapsed = target
+        await _settle()
+
+
+async def _settle() -> None:
+    # Enough loop turns for a woken task to run to its next real wait (store, event, sleep).
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def within(clock: Clock, work: Awaitable[T], seconds: float) -> tuple[bool, T | None]:
+    """Await ``work`` for at most ``seconds`` of ``clock`` time: (True, result) if it
+    finished (its exception propagates), (False, None) if time ran out (it is cancelled)."""
+    task = asyncio.ensure_future(work)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, timer):
+            pending.cancel()
+        await asyncio.gather(task, timer, return_exceptions=True)
+    if task.cancelled() or not task.done():
+        return False, None
+    return True, task.result()

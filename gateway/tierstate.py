@@ -1,0 +1,158 @@
+"""Binds the warmth tracker to the configured tiers: their probes, their views for the
+planner, and their rows in ``GET /status``. This is what dispatch and the handlers see.
+
+>>> states = TierStates.build(settings, clients, clock=SystemClock())
+>>> await states.view("prod")
+TierView(usable=True, warm=False, eta_s=424.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gateway.clock import Clock
+from gateway.keepwarm import parse_schedule, run_keepwarm
+from gateway.routing import TierView
+from gateway.settings import Settings, Tier
+from gateway.upstream import TierClient
+from gateway.warmstore import MemoryStore, SqliteStore, WarmStore
+from gateway.warmth import Probe, TierStatus, TierWarmthConfig, WarmthTracker
+
+log = logging.getLogger(__name__)
+
+# The embedded CPU tier has no entry in tiers.toml: its facts, measured (bench/results/).
+LOCAL_EXPECTED_COLD_START_S = 30.0  # first start converts GGUF (~30 s); later starts ~5 s
+LOCAL_STARTUP_TIMEOUT_S = 300.0  # a loaded 2-core machine can take minutes to import torch
+NEVER_SCALES_DOWN_S = 365 * 24 * 3600.0
+
+
+def warmth_config(tier: Tier) -> TierWarmthConfig:
+    if tier.spec is not None and tier.kind != "local":
+        return TierWarmthConfig.from_spec(tier.spec, kind=tier.kind, keep_warm=tier.keep_warm)
+    return TierWarmthConfig(
+        kind=tier.kind,
+        scales_to_zero=False,
+        scaledown_window_s=NEVER_SCALES_DOWN_S,
+        expected_cold_start_s=LOCAL_EXPECTED_COLD_START_S,
+        startup_timeout_s=LOCAL_STARTUP_TIMEOUT_S,
+        keep_warm=parse_schedule(tier.keep_warm),
+    )
+
+
+class TierStates:
+    """Implements ``gateway.dispatch.Warmth`` over a ``WarmthTracker``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tracker: WarmthTracker,
+        store: WarmStore,
+        probes: dict[str, Probe],
+    ) -> None:
+        self.settings = settings
+        self.tracker = tracker
+        self.store = store
+        self.probes = probes
+        self._keepwarm: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        clients: dict[str, TierClient],
+        *,
+        clock: Clock,
+        on_warm_up: Callable[[str], None] | None = None,
+        on_cold_start: Callable[[str, float], None] | None = None,
+    ) -> TierStates:
+        configured = {name: t for name, t in settings.tiers.items() if t.configured}
+        store: WarmStore = (
+            SqliteStore(Path(settings.warmth_db)) if settings.warmth_db else MemoryStore()
+        )
+        tracker = WarmthTracker(
+            {name: warmth_config(t) for name, t in configured.items()},
+            store,
+            clock,
+            on_warm_up=on_warm_up,
+            on_cold_start=on_cold_start,
+        )
+        probes: dict[str, Probe] = {name: clients[name].probe for name in configured}
+        return cls(settings, tracker, store, probes)
+
+    async def start(self) -> None:
+        """Warm up what may be probed for free (the embedded tier, plain OpenAI servers), so
+        their state and cold start are learned; start the keep-warm loop."""
+        for name in self.probes:
+            if self.tracker.config(name).probe_is_free:
+                self.tracker.trigger_warm_up(name, self.probes[name])
+        self._keepwarm = asyncio.create_task(run_keepwarm(self.tracker, self.probes))
+
+    async def aclose(self) -> None:
+        if self._keepwarm is not None:
+            self._keepwarm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepwarm
+        await self.tracker.aclose()
+        await self.store.aclose()
+
+    async def view(self, tier: str) -> TierView:
+        if tier not in self.probes:
+            return TierView(usable=False, warm=False)
+        state = await self.tracker.state(tier)
+        return TierView(
+            usable=state.state != "down",
+            warm=state.state == "warm",
+            eta_s=state.eta_s,
+        )
+
+    def record_success(self, tier: str, latency_s: float) -> None:
+        if tier in self.probes:
+            self.tracker.record_success(tier, latency_s)
+
+    def record_failure(self, tier: str, error: str) -> None:
+        if tier in self.probes:
+            self.tracker.record_failure(tier, error)
+
+    def trigger_warm_up(self, tier: str) -> None:
+        if tier in self.probes:
+            self.tracker.trigger_warm_up(tier, self.probes[tier])
+
+    async def wait_warm(self, tier: str, timeout_s: float) -> bool:
+        if tier not in self.probes:
+            return False
+        return await self.tracker.wait_warm(tier, timeout_s)
+
+    async def status(self, counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """``GET /status``: the tracker's rows, plus the unconfigured tiers and counters."""
+        snapshot: dict[str, TierStatus] = await self.tracker.snapshot()
+        out: dict[str, Any] = {}
+        for name, tier in self.settings.tiers.items():
+            row: dict[str, Any]
+            if name in snapshot:
+                row = msgspec.to_builtins(snapshot[name])
+            else:
+                row = {
+                    "state": "unconfigured",
+                    "missing_setting": f"GATEWAY_TIER_{name.upper()}_URL",
+                }
+            row["kind"] = tier.kind
+            row["model"] = tier.model
+            if name in self.probes:  # how long a warm-up may take before the tier is down
+                row["startup_timeout_s"] = self.tracker.config(name).startup_timeout_s
+            row.update(counts.get(name, {"requests": 0, "fallbacks": {}}))
+            out[name] = row
+        return out
+
+    def states(self) -> dict[str, str]:
+        """Each tier's state from this worker's cache (no I/O), for the metrics gauge."""
+        return {
+            name: self.tracker.peek(name).state if name in self.probes else "unconfigured"
+            for name in self.settings.tiers
+        }

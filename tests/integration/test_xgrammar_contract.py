@@ -1,0 +1,127 @@
+"""The preflight's rule data against the real XGrammar the tiers run (vLLM 0.33.0 pins 0.2.8).
+
+Compiles through ``GrammarCompiler.compile_json_schema`` with vLLM's arguments (any whitespace,
+strict mode) and matches strings with a ``GrammarMatcher``: whether a grammar admits an output
+does not depend on the vocabulary, so an empty ``TokenizerInfo`` keeps this fast (no model).
+
+* every rule's ``example`` gets the verdict the rule claims: XGrammar refuses it, or compiles
+  it yet lets the rule's ``violating`` instance through (the output the gateway would otherwise
+  have handed back), or compiles it and vLLM's own check is what refuses it;
+* for every schema in ``tests/data/schemas``: where XGrammar refuses, the preflight refuses too,
+  and the preflight's verdict is the one the corpus manifest records.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema_rs
+import pytest
+
+from gateway import schema_rules as rules
+from gateway.errors import OutputInvalid, SchemaInvalid, SchemaUnsupported
+from gateway.schema_check import SchemaChecker
+
+xgr = pytest.importorskip("xgrammar")
+
+CORPUS = Path(__file__).parents[1] / "data" / "schemas"
+MANIFEST: dict[str, dict[str, Any]] = json.loads((CORPUS / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def compiler() -> Any:
+    return xgr.GrammarCompiler(xgr.TokenizerInfo([]), cache_enabled=False)
+
+
+def compile_like_vllm(compiler: Any, schema: Any) -> Any:
+    """What vLLM's XgrammarBackend.compile_grammar does for a json_schema request."""
+    return compiler.compile_json_schema(json.dumps(schema), any_whitespace=True)
+
+
+def admits(compiled: Any, instance: Any) -> bool:
+    matcher = xgr.GrammarMatcher(compiled, terminate_without_stop_token=True)
+    return bool(matcher.accept_string(json.dumps(instance)) and matcher.is_terminated())
+
+
+def test_xgrammar_is_the_pinned_version() -> None:
+    from xgrammar import _version  # the wheel's own record of its version
+
+    assert _version.version == rules.XGRAMMAR_VERSION
+
+
+@pytest.mark.parametrize("rule", rules.REJECT + rules.UNENFORCED, ids=lambda r: r.id)
+def test_rule_verdict_matches_xgrammar(compiler: Any, rule: rules.Rule) -> None:
+    if rule.xgrammar == "rejects":
+        with pytest.raises(RuntimeError):
+            compile_like_vllm(compiler, rule.example)
+        return
+    compiled = compile_like_vllm(compiler, rule.example)
+    if rule.xgrammar == "vllm-refuses":
+        assert rule.source == rules.VLLM_CHECK
+        return
+    # "ignores": XGrammar lets through an output that breaks the schema ...
+    assert rule.violating is not None
+    assert admits(compiled, rule.violating)
+    if rule.id == "ref-remote":
+        return  # the validator cannot resolve it either: the reason the gateway refuses it
+    # ... and the validator the gateway uses after generation does catch it.
+    assert not jsonschema_rs.validator_for(rule.example, validate_formats=True).is_valid(
+        rule.violating
+    )
+
+
+@pytest.mark.parametrize("rule", rules.UNENFORCED, ids=lambda r: r.id)
+def test_what_xgrammar_lets_through_the_gateway_catches(rule: rules.Rule) -> None:
+    checked = SchemaChecker().check(rule.example)
+    with pytest.raises(OutputInvalid) as caught:
+        checked.validate_output(json.dumps(rule.violating), "stop")
+    assert caught.value.members["reason"] == "schema-violation"
+
+
+def test_overlapping_one_of_is_generated_as_any_of(compiler: Any) -> None:
+    schema = {"oneOf": [{"type": "integer"}, {"type": "number"}]}
+    assert admits(compile_like_vllm(compiler, schema), 3)  # matches both branches
+    assert SchemaChecker().check(schema).unenforced == ("oneOf",)
+
+
+def preflight(schema: Any) -> tuple[str, list[str]]:
+    """The verdict and the keywords it names (refused ones, or those checked afterwards)."""
+    try:
+        return "accepted", list(SchemaChecker().check(schema).unenforced)
+    except SchemaUnsupported as exc:
+        return "unsupported", sorted({e["keyword"] for e in exc.members["errors"]})
+    except SchemaInvalid:
+        return "invalid", []
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_corpus_preflight_agrees_with_xgrammar(compiler: Any, name: str) -> None:
+    schema = json.loads((CORPUS / name).read_text())
+    expected = MANIFEST[name]
+    try:
+        compile_like_vllm(compiler, schema)
+        xgrammar_refuses = False
+    except RuntimeError:
+        xgrammar_refuses = True
+    verdict, keywords = preflight(schema)
+    if xgrammar_refuses:
+        assert verdict != "accepted", f"XGrammar refuses {name} but the preflight accepted it"
+    assert verdict == expected["expect"]
+    named = "unenforced" if verdict == "accepted" else "keywords"
+    assert keywords == expected.get(named, [])
+
+
+def test_corpus_manifest_covers_every_file() -> None:
+    files = [p.name for p in CORPUS.glob("*.json") if p.name != "manifest.json"]
+    assert sorted(MANIFEST) == sorted(files)
+
+
+def test_formats_are_shapes_in_xgrammar_and_the_validator_checks_the_rest(compiler: Any) -> None:
+    schema = {"type": "string", "format": "date"}
+    compiled = compile_like_vllm(compiler, schema)
+    assert not admits(compiled, "2026-13-01")  # the month is part of the grammar
+    assert admits(compiled, "2026-02-30")  # the calendar is not
+    with pytest.raises(OutputInvalid):
+        SchemaChecker().check(schema).validate_output('"2026-02-30"', "stop")

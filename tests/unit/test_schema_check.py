@@ -1,0 +1,310 @@
+"""Preflight of client schemas: every rule rejects or flags where it should and nowhere else,
+faults are named by JSON path and keyword, verdicts are cached in a bounded LRU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway import schema_rules as rules
+from gateway.errors import SchemaInvalid, SchemaUnsupported
+from gateway.schema_check import CheckedSchema, SchemaChecker
+
+DRAFT4 = "http://json-schema.org/draft-04/schema#"
+DRAFT7 = "http://json-schema.org/draft-07/schema#"
+
+
+@pytest.fixture
+def checker() -> SchemaChecker:
+    return SchemaChecker(cache_size=64)
+
+
+def faults(checker: SchemaChecker, schema: Any) -> list[tuple[str, str]]:
+    with pytest.raises(SchemaUnsupported) as caught:
+        checker.check(schema)
+    assert caught.value.status == 422
+    return [(e["path"], e["keyword"]) for e in caught.value.members["errors"]]
+
+
+@pytest.mark.parametrize("rule", rules.REJECT, ids=lambda r: r.id)
+def test_every_rejecting_rule_rejects_its_own_example(
+    checker: SchemaChecker, rule: rules.Rule
+) -> None:
+    with pytest.raises(SchemaUnsupported) as caught:
+        checker.check(rule.example)
+    errors = caught.value.members["errors"]
+    assert any(e["source"] == rule.source and e["message"] == rule.message for e in errors)
+    assert all(e["path"].startswith("$") and e["keyword"] for e in errors)
+
+
+@pytest.mark.parametrize("rule", rules.UNENFORCED, ids=lambda r: r.id)
+def test_every_unenforced_rule_accepts_and_flags_its_example(
+    checker: SchemaChecker, rule: rules.Rule
+) -> None:
+    checked = checker.check(rule.example)
+    assert [f for f in checked.unenforced_at if f.message == rule.message]
+    assert set(rule.find(rule.example)) <= set(checked.unenforced)
+
+
+REJECTED: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
+    (
+        "uniqueItems names its property",
+        {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}},
+        [("$.properties.tags", "uniqueItems")],
+    ),
+    ("uniqueItems without type", {"items": {"type": "string"}, "uniqueItems": True},
+     [("$", "uniqueItems")]),
+    ("uniqueItems on a nullable array", {"type": ["array", "null"], "uniqueItems": True},
+     [("$", "uniqueItems")]),
+    ("contains family",
+     {"type": "array", "contains": {"const": 1}, "minContains": 1, "maxContains": 2},
+     [("$", "contains"), ("$", "minContains"), ("$", "maxContains")]),
+    ("multipleOf on integer", {"type": "integer", "multipleOf": 3}, [("$", "multipleOf")]),
+    ("multipleOf on number", {"type": "number", "multipleOf": 0.5}, [("$", "multipleOf")]),
+    ("unsupported format", {"type": "string", "format": "regex"}, [("$", "format")]),
+    ("pattern with maxLength", {"type": "string", "pattern": "^a+$", "maxLength": 4},
+     [("$", "maxLength")]),
+    ("format with both bounds",
+     {"type": "string", "format": "email", "minLength": 3, "maxLength": 40},
+     [("$", "minLength"), ("$", "maxLength")]),
+    ("two patternProperties", {"type": "object", "patternProperties": {"^a": {}, "^b": {}}},
+     [("$", "patternProperties")]),
+    ("patternProperties beside properties",
+     {"type": "object", "properties": {"a": {}}, "patternProperties": {"^x": {}}},
+     [("$", "patternProperties")]),
+    ("propertyNames beside properties",
+     {"type": "object", "properties": {"a": {}}, "propertyNames": {"pattern": "^[a-z]+$"}},
+     [("$", "propertyNames")]),
+    ("propertyNames with a bounded pattern",
+     {"type": "object", "propertyNames": {"pattern": "^x", "maxLength": 3},
+      "additionalProperties": {"type": "integer"}},
+     [("$", "propertyNames"), ("$.propertyNames", "maxLength")]),
+    ("allOf with two branches", {"allOf": [{"type": "string"}, {"maxLength": 3}]},
+     [("$", "allOf")]),
+    ("remote $ref", {"$ref": "https://example.com/schemas/address.json"}, [("$", "$ref")]),
+    ("relative file $ref", {"type": "object", "properties": {"a": {"$ref": "a.json#/x"}}},
+     [("$.properties.a", "$ref")]),
+    ("$ref to an anchor", {"$defs": {"a": {"$anchor": "a", "type": "string"}}, "$ref": "#a"},
+     [("$", "$ref")]),
+    ("draft-07 tuple items", {"$schema": DRAFT7, "type": "array", "items": [{"type": "string"}]},
+     [("$", "items")]),
+    ("draft-04 boolean exclusiveMaximum",
+     {"$schema": DRAFT4, "type": "number", "maximum": 1, "exclusiveMaximum": True},
+     [("$", "exclusiveMaximum")]),
+    ("false property", {"type": "object", "properties": {"a": False}}, [("$", "properties")]),
+    ("minItems without items", {"type": "array", "minItems": 1}, [("$", "minItems")]),
+    ("required but undeclared",
+     {"type": "object", "properties": {"a": {}}, "required": ["a", "b"]}, [("$", "required")]),
+    ("backreference", {"type": "string", "pattern": "^(a)\\1$"}, [("$", "pattern")]),
+    ("word boundary in patternProperties",
+     {"type": "object", "patternProperties": {"\\bx": {}}}, [("$", "patternProperties")]),
+    ("bounds the wrong way round", {"type": "string", "minLength": 5, "maxLength": 2},
+     [("$", "minLength")]),
+    ("integer bound past 64 bits", {"type": "integer", "minimum": -(2**64)}, [("$", "minimum")]),
+    (
+        "deep in $defs, items, prefixItems and anyOf",
+        {
+            "$defs": {"d": {"type": "array", "uniqueItems": True}},
+            "type": "array",
+            "prefixItems": [{"anyOf": [{"type": "number", "multipleOf": 2}, {"type": "null"}]}],
+            "items": {"type": "object", "properties": {"x y": {"type": "string", "format": "x"}}},
+        },
+        [
+            ("$.$defs.d", "uniqueItems"),
+            ("$.prefixItems[0].anyOf[0]", "multipleOf"),
+            ('$.items.properties["x y"]', "format"),
+        ],
+    ),
+    ("vLLM reads annotation data too",
+     {"type": "object", "default": {"type": "array", "uniqueItems": True}},
+     [("$.default", "uniqueItems")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"), [c[1:] for c in REJECTED], ids=[c[0] for c in REJECTED]
+)
+def test_rejects_and_names_every_fault(
+    checker: SchemaChecker, schema: dict[str, Any], expected: list[tuple[str, str]]
+) -> None:
+    assert sorted(faults(checker, schema)) == sorted(expected)
+
+
+ACCEPTED: list[tuple[str, dict[str, Any]]] = [
+    ("plain object",
+     {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}),
+    ("supported format", {"type": "string", "format": "date-time"}),
+    ("format on an integer is an annotation", {"type": "integer", "format": "int64"}),
+    ("uniqueItems on a string constrains nothing", {"type": "string", "uniqueItems": True}),
+    ("length without pattern", {"type": "string", "minLength": 1, "maxLength": 5}),
+    ("one patternProperties",
+     {"type": "object", "patternProperties": {"^x_": {"type": "integer"}}}),
+    ("propertyNames alone", {"type": "object", "propertyNames": {"pattern": "^[a-z]+$"}}),
+    ("allOf with one branch", {"allOf": [{"type": "string"}]}),
+    ("local refs and recursion", {
+        "$defs": {"node": {"type": "object", "properties": {
+            "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+        "$ref": "#/$defs/node"}),
+    ("draft-07 definitions", {"$schema": DRAFT7, "definitions": {"n": {"type": "integer"}},
+                              "type": "object", "properties": {"n": {"$ref": "#/definitions/n"}}}),
+    ("draft-04 numeric bounds", {"$schema": DRAFT4, "type": "number", "minimum": 0}),
+    ("minItems with items", {"type": "array", "items": {"type": "integer"}, "minItems": 2}),
+    ("enum and const", {"enum": ["a", 1, None], "default": "a"}),
+    ("prefixItems", {"type": "array", "prefixItems": [{"type": "integer"}], "items": False}),
+    ("pattern in a class", {"type": "string", "pattern": "^[\\b(?<=]+$"}),
+    ("$ref to the root", {"type": "object", "properties": {"self": {"$ref": "#"}}}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("schema", [c[1] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
+def test_accepts_what_the_tier_enforces(checker: SchemaChecker, schema: dict[str, Any]) -> None:
+    checked = checker.check(schema)
+    assert isinstance(checked, CheckedSchema)
+    assert checked.unenforced == ()
+
+
+@pytest.mark.parametrize(
+    ("schema", "unenforced"),
+    [
+        ({"type": "integer", "not": {"const": 0}}, ("not",)),
+        ({"type": "object", "if": {"required": ["a"]}, "then": {"required": ["b"]},
+          "properties": {"a": {}, "b": {}}}, ("if", "then")),
+        ({"type": "object", "properties": {"a": {}, "b": {}},
+          "dependentRequired": {"a": ["b"]}}, ("dependentRequired",)),
+        ({"type": "object", "additionalProperties": True,
+          "dependentSchemas": {"a": {"required": ["b"]}}}, ("dependentSchemas",)),
+        ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, ("oneOf",)),
+        ({"oneOf": [{"type": "object", "properties": {"a": {}}},
+                    {"type": "object", "properties": {"b": {}}}]}, ("oneOf",)),
+        ({"type": "string", "pattern": "^(?!x)[a-z]+$"}, ("pattern",)),
+        ({"$defs": {"n": {"type": "integer"}}, "$ref": "#/$defs/n", "maximum": 9}, ("maximum",)),
+        ({"minLength": 2}, ("minLength",)),
+    ],
+)  # fmt: skip
+def test_accepts_and_lists_what_is_checked_only_after_generation(
+    checker: SchemaChecker, schema: dict[str, Any], unenforced: tuple[str, ...]
+) -> None:
+    assert checker.check(schema).unenforced == tuple(sorted(unenforced))
+
+
+@pytest.mark.parametrize(
+    "branches",
+    [
+        [{"type": "string"}, {"type": "integer"}, {"type": "null"}],
+        [{"const": "a"}, {"enum": [1, 2]}],
+        [
+            {"type": "object", "properties": {"kind": {"const": "cat"}}, "required": ["kind"]},
+            {"type": "object", "properties": {"kind": {"const": "dog"}}, "required": ["kind"]},
+        ],
+    ],
+)
+def test_disjoint_one_of_is_enforced(checker: SchemaChecker, branches: list[Any]) -> None:
+    assert checker.check({"oneOf": branches}).unenforced == ()
+
+
+def test_ref_siblings_are_ignored_by_the_spec_before_2019(checker: SchemaChecker) -> None:
+    schema = {"$schema": DRAFT7, "definitions": {"n": {"type": "integer"}},
+              "$ref": "#/definitions/n", "maximum": 9}  # fmt: skip
+    assert checker.check(schema).unenforced == ()
+
+
+@pytest.mark.parametrize(
+    ("schema", "path"),
+    [
+        ({"type": "strng"}, "$.type"),
+        ({"type": "object", "properties": {"a": {"minimum": "3"}}}, "$.properties.a.minimum"),
+        ({"type": "array", "items": [{"type": "string"}]}, "$.items"),  # 2020-12: a schema
+        ({"$schema": "https://example.com/my-meta"}, "$.$schema"),
+        ({"$ref": "#/$defs/missing", "$defs": {}}, "$.$ref"),
+        ({"properties": {"a": {"$ref": "#/properties/b"}}}, "$.properties.a.$ref"),
+        ({"type": "string", "pattern": "(unclosed"}, "$.pattern"),
+        ({"patternProperties": {"[z-a]": {}}}, '$.patternProperties["[z-a]"]'),
+    ],
+)
+def test_invalid_schema_is_a_400_naming_the_path(
+    checker: SchemaChecker, schema: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(SchemaInvalid) as caught:
+        checker.check(schema)
+    assert caught.value.status == 400
+    assert path in [e["path"] for e in caught.value.members["errors"]]
+
+
+def test_a_non_object_schema_is_invalid(checker: SchemaChecker) -> None:
+    with pytest.raises(SchemaInvalid):
+        checker.check(["type", "string"])  # type: ignore[arg-type]
+
+
+def test_boolean_schemas(checker: SchemaChecker) -> None:
+    assert checker.check(True).unenforced == ()
+    assert faults(checker, False) == [("$", "false")]
+
+
+def chain(depth: int) -> dict[str, Any]:
+    """``depth`` nested objects: {"not": {"not": ... {}}}."""
+    schema: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        schema = {"not": schema}
+    return schema
+
+
+def test_nesting_limit_is_vllms() -> None:
+    checker = SchemaChecker()
+    checker.check(chain(rules.MAX_NESTING))
+    assert faults(checker, chain(rules.MAX_NESTING + 1)) == [
+        ("$" + ".not" * rules.MAX_NESTING, "nesting")
+    ]
+
+
+def test_nesting_far_past_any_limit_is_refused_not_crashed() -> None:
+    with pytest.raises(SchemaUnsupported):
+        SchemaChecker().check(chain(5000))
+
+
+def test_cache_hit_returns_the_same_object_for_an_equal_schema(checker: SchemaChecker) -> None:
+    first = checker.check({"type": "object", "properties": {"a": {"type": "string"}}})
+    again = checker.check({"properties": {"a": {"type": "string"}}, "type": "object"})
+    assert again is first
+    assert len(first.schema_hash) == 64
+    assert checker.check({"type": "string"}).schema_hash != first.schema_hash
+
+
+def test_cache_is_a_bounded_lru() -> None:
+    checker = SchemaChecker(cache_size=2)
+    a = checker.check({"type": "string"})
+    b = checker.check({"type": "integer"})
+    assert checker.check({"type": "string"}) is a  # a is now the most recent
+    checker.check({"type": "boolean"})  # evicts b
+    assert len(checker) == 2
+    assert checker.check({"type": "string"}) is a
+    assert checker.check({"type": "integer"}) is not b
+
+
+def test_clear_forgets_every_verdict(checker: SchemaChecker) -> None:
+    first = checker.check({"type": "string"})
+    checker.clear()
+    assert len(checker) == 0
+    assert checker.check({"type": "string"}) is not first
+
+
+def test_rejections_are_cached_and_raised_afresh(checker: SchemaChecker) -> None:
+    schema = {"type": "array", "uniqueItems": True}
+    first = faults(checker, schema)
+    assert len(checker) == 1
+    assert faults(checker, schema) == first
+
+
+def test_cache_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="cache_size"):
+        SchemaChecker(cache_size=0)
+
+
+def test_problem_body_carries_every_error(checker: SchemaChecker) -> None:
+    with pytest.raises(SchemaUnsupported) as caught:
+        checker.check({"type": "array", "uniqueItems": True, "contains": {"const": 1}})
+    body = caught.value.problem()
+    assert body["status"] == 422
+    assert body["type"].endswith("/schema-unsupported")
+    assert {e["keyword"] for e in body["errors"]} == {"uniqueItems", "contains"}
+    assert all(set(e) == {"path", "keyword", "message", "source"} for e in body["errors"])

@@ -1,0 +1,234 @@
+"""The local tier's HTTP surface: a Litestar app that answers like vLLM's OpenAI server.
+
+>>> app = create_app(LocalTierConfig.from_argv([]), on_ready=print_ready, on_fatal=stop)
+
+The app listens at once and loads the model on a background thread (``/health`` is 503
+until then). Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health``,
+``GET /metrics``. Every error body is vLLM's envelope (``protocol.error_body``); nothing
+answers with a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+
+from tiers.local.config import LocalTierConfig
+from tiers.local.jobs import (
+    Completion,
+    GenerationCancelled,
+    GrammarError,
+    JobSpec,
+    Prepared,
+    Sampling,
+)
+from tiers.local.metrics import Metrics
+from tiers.local.model_store import ModelStore, apply_offline_env
+from tiers.local.protocol import (
+    AssistantMessage,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Choice,
+    ModelCard,
+    ModelList,
+    RequestRejected,
+    Usage,
+    error_body,
+)
+from tiers.local.scheduler import ClientGone, QueueFull, Scheduler, ShuttingDown
+
+if TYPE_CHECKING:
+    from tiers.local.engine import Engine
+
+log = logging.getLogger("tiers.local")
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class LocalTier:
+    """The state behind the routes: the engine once loaded, the queue, the counters."""
+
+    def __init__(self, config: LocalTierConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.scheduler = Scheduler(config.max_queue)
+        self.engine: Engine | None = None
+        self.created = int(time.time())
+        self._started = time.perf_counter()
+
+    def load(self) -> None:
+        """Convert (first run) and load the model; runs on the loader thread."""
+        apply_offline_env()
+        folder = ModelStore(self.config.model_cache).ensure()
+        from tiers.local.engine import Engine  # torch is imported here, not at startup
+
+        self.engine = Engine.load(folder, threads=self.config.threads)
+        self.metrics.load_seconds = time.perf_counter() - self._started
+
+    async def complete(self, request: Request[Any, Any, Any]) -> ChatCompletionResponse:
+        try:
+            req = msgspec.json.decode(await request.body(), type=ChatCompletionRequest)
+        except msgspec.DecodeError as exc:  # ValidationError included: both are the client's
+            raise RequestRejected(str(exc)) from exc
+        spec = JobSpec.from_request(req)
+        engine = self.engine
+        if engine is None:
+            raise RequestRejected(
+                "the model is still loading", status=503, headers={"Retry-After": "5"}
+            )
+        try:
+            prepared = await asyncio.to_thread(engine.prepare, spec.messages, spec.grammar)
+        except GrammarError as exc:
+            raise RequestRejected(
+                f"Invalid JSON schema in response_format: {exc}", param="response_format"
+            ) from exc
+        except ValueError as exc:  # the chat template refusing the messages
+            raise RequestRejected(str(exc), param="messages") from exc
+        sampling = spec.sampling(len(prepared.prompt_ids), max_model_len=self.config.max_model_len)
+
+        def work(cancel: threading.Event) -> Completion:
+            return self._generate(engine, prepared, sampling, cancel)
+
+        try:
+            done = await self.scheduler.run(work, until=lambda: _disconnect(request))
+        except QueueFull as exc:
+            raise RequestRejected(
+                f"The local tier is busy: {self.scheduler.max_queue} requests are already "
+                "waiting. Retry later.",
+                status=429,
+                headers={"Retry-After": str(exc.retry_after_s)},
+            ) from exc
+        except ShuttingDown as exc:
+            raise RequestRejected("the local tier is shutting down", status=503) from exc
+        return ChatCompletionResponse(
+            model=req.model or self.config.model_id,
+            choices=[
+                Choice(
+                    index=0,
+                    message=AssistantMessage(content=done.text),
+                    finish_reason="length" if done.finish_reason == "length" else "stop",
+                    stop_reason=done.stop_reason,
+                )
+            ],
+            usage=Usage(
+                prompt_tokens=done.prompt_tokens,
+                completion_tokens=done.completion_tokens,
+                total_tokens=done.prompt_tokens + done.completion_tokens,
+            ),
+        )
+
+    def _generate(
+        self, engine: Engine, prepared: Prepared, sampling: Sampling, cancel: threading.Event
+    ) -> Completion:
+        try:
+            done = engine.generate(prepared, sampling, cancel)
+        except GenerationCancelled as exc:
+            self.metrics.add_partial(exc.tokens, exc.seconds)
+            raise
+        self.metrics.record(done)
+        return done
+
+
+async def _disconnect(request: Request[Any, Any, Any]) -> None:
+    """Returns once the client has hung up (the body is already read by then)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _error(status: int, message: str, param: str | None = None, **headers: str) -> Response[Any]:
+    return Response(
+        msgspec.json.encode(error_body(status, message, param)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers or None,
+    )
+
+
+def create_app(
+    config: LocalTierConfig,
+    *,
+    on_ready: Callable[[LocalTier], None] = lambda tier: None,
+    on_fatal: Callable[[BaseException], None] = lambda exc: None,
+) -> Litestar:
+    """The app, with the model loading in the background from lifespan start; its
+    ``LocalTier`` is ``app.state.tier``."""
+    tier = LocalTier(config)
+
+    def load() -> None:
+        try:
+            tier.load()
+        except BaseException as exc:
+            log.exception("the local tier could not load its model")
+            on_fatal(exc)
+            return
+        on_ready(tier)
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        # A daemon thread: SIGTERM during a first-run conversion must not wait 40 s for it
+        # (the conversion writes to a temporary folder, so nothing half-done is left visible).
+        threading.Thread(target=load, name="local-tier-load", daemon=True).start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(tier.scheduler.shutdown)
+
+    @post("/v1/chat/completions", status_code=200)
+    async def chat(request: Request[Any, Any, Any]) -> Response[Any]:
+        try:
+            answer = await tier.complete(request)
+        except RequestRejected as exc:
+            outcome = {429: "queue_full", 503: "unavailable"}.get(exc.status, "bad_request")
+            tier.metrics.count_request(outcome)
+            return _error(exc.status, exc.message, exc.param, **exc.headers)
+        except ClientGone:
+            tier.metrics.count_request("cancelled")
+            return _error(400, "the client disconnected before the answer was ready")
+        return Response(msgspec.json.encode(answer), media_type="application/json")
+
+    @get("/v1/models")
+    async def models() -> Response[Any]:
+        card = ModelCard(id=config.model_id, max_model_len=config.max_model_len,
+                         created=tier.created, root=config.model_id)  # fmt: skip
+        return Response(msgspec.json.encode(ModelList([card])), media_type="application/json")
+
+    @get("/health")
+    async def health() -> Response[Any]:
+        if tier.engine is None:
+            return _error(503, "the model is loading", **{"Retry-After": "5"})
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @get("/metrics")
+    async def metrics() -> Response[str]:
+        text = tier.metrics.render(
+            queue_depth=tier.scheduler.waiting,
+            running=tier.scheduler.running,
+            capacity=config.max_queue,
+        )
+        return Response(text, media_type=PROMETHEUS_TEXT)
+
+    def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+        return _error(exc.status_code, exc.detail)
+
+    def unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        log.error("unhandled error", exc_info=exc)
+        tier.metrics.count_request("error")
+        return _error(500, "internal error in the local tier")
+
+    return Litestar(
+        route_handlers=[chat, models, health, metrics],
+        lifespan=[lifespan],
+        exception_handlers={HTTPException: http_error, Exception: unexpected},
+        openapi_config=None,
+        debug=False,
+        state=State({"tier": tier}),
+    )
