@@ -209,6 +209,12 @@ def _answered(response: httpx.Response) -> bool:
     return isinstance(problem, dict) and str(problem.get("type", "")).endswith("/output-invalid")
 
 
+def _configured(state: dict[str, Any]) -> bool:
+    if "configured" in state:
+        return bool(state["configured"])
+    return state.get("state") != "unconfigured"
+
+
 def _is_warm(state: dict[str, Any]) -> bool:
     return bool(state.get("warm")) or state.get("state") == "warm"
 
@@ -320,7 +326,7 @@ def run_bench(
         status = client.get("/status")
         status.raise_for_status()
         known: dict[str, Any] = status.json()
-        chosen = tiers or [name for name, tier in known.items() if tier.get("configured")]
+        chosen = tiers or [name for name, tier in known.items() if _configured(tier)]
         for tier in chosen:
             if tier not in known:
                 raise ValueError(f"the gateway has no tier {tier!r}; it has {', '.join(known)}")
