@@ -207,11 +207,15 @@ def gateway_recording(
     gateway_settings: Settings,
     gateway_fixtures_mode: Mode,
 ) -> Iterator[GatewayRecording]:
+    import msgspec
+
     from gateway.testing.cassette import Cassette
     from gateway.testing.redact import Redactor
     from gateway.testing.transport import CassetteTransport
 
-    settings = gateway_settings
+    # Each test's gateway starts with its own warmth, never a shared store's (a deployment's
+    # warmth_db would leak production state into tests, and tests into it).
+    settings = msgspec.structs.replace(gateway_settings, warmth_db="")
     for tier in settings.tiers.values():
         if tier.url is not None:
             continue
