@@ -14,8 +14,9 @@ Mode: ``--fixtures-mode=replay|record|refresh`` (pytest's own ``--fixtures`` fla
 fixtures, so the name had to differ), else ``RECORD_FIXTURES`` (``true`` = record,
 ``refresh``), else ``replay``. Cassettes: ``--fixtures-dir`` (default ``tests/cassettes``).
 
-pytest imports this module in every session where the gateway is installed, so it imports
-nothing of the gateway at module level.
+pytest imports this module in every session where the gateway is installed, so at module
+level it imports only modules built on the standard library (a test checks this); the app,
+httpx and settings are imported by the fixtures that need them.
 """
 
 from __future__ import annotations
