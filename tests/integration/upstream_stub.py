@@ -24,6 +24,7 @@ class StubServer(ThreadingHTTPServer):
     content: str = '{"name": "Ada", "age": 36}'
     seen: list[dict[str, Any]]
     health: list[int]  # statuses /health answers in turn; the last one repeats
+    health_calls: int = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -43,6 +44,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/health":
             self._send(404, b"{}")
             return
+        self.server.health_calls += 1
         codes = self.server.health
         self._send(codes.pop(0) if len(codes) > 1 else codes[0], b"{}")
 
