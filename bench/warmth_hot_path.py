@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from gateway.warmstore import SqliteStore, TierRecord
-from gateway.warmth import TierWarmthConfig, WarmthTracker
+from gateway.warmth import WarmthTracker
+from gateway.warmthtypes import TierWarmthConfig
 
 PROD = TierWarmthConfig(
     kind="modal",

@@ -23,7 +23,8 @@ from gateway.routing import TierView
 from gateway.settings import Settings, Tier
 from gateway.upstream import TierClient
 from gateway.warmstore import MemoryStore, SqliteStore, WarmStore
-from gateway.warmth import Probe, TierStatus, TierWarmthConfig, WarmthTracker
+from gateway.warmth import Probe, WarmthTracker
+from gateway.warmthtypes import TierStatus, TierWarmthConfig
 
 log = logging.getLogger(__name__)
 
