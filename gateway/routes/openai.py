@@ -61,8 +61,6 @@ async def chat_completions(request: AnyRequest) -> Response[Any]:
     started = time.perf_counter()
     runtime = runtime_of(request)
     req = decode_body(await request.body(), ChatCompletionRequest)
-    choice, mode, timeout = route(request, runtime, model=req.model)
-
     unenforced: tuple[str, ...] = ()
     check = None
     fmt = req.response_format
@@ -76,6 +74,7 @@ async def chat_completions(request: AnyRequest) -> Response[Any]:
 
     elif isinstance(fmt, JsonObjectFormat):
         check = check_json_object
+    choice, mode, timeout = route(request, runtime, model=req.model)  # after the preflight
 
     def payload(tier: Tier) -> bytes:
         return msgspec.json.encode(msgspec.structs.replace(req, model=tier.model))
