@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from gateway.warmstore import SqliteStore, TierRecord
-from gateway.warmth import TierWarmthConfig, WarmthTracker
+from gateway.warmth import WarmthTracker
+from gateway.warmthtypes import TierWarmthConfig
 
 PROD = TierWarmthConfig(
     kind="modal",
@@ -35,7 +36,7 @@ async def main() -> None:
         store = SqliteStore(Path(tmp) / "warmth.db")
         tracker = WarmthTracker({"prod": PROD}, store)
         tracker.record_success("prod", 1.0)
-        while await store.load("prod") is None:  # the write behind the first success lands
+        while await store.load("prod") is None:  # noqa: ASYNC110  # polls a store, not an event
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.01)
 

@@ -20,7 +20,7 @@ from litestar.types import Scope
 
 from gateway.clock import Clock, SystemClock
 from gateway.dispatch import Dispatcher
-from gateway.observability import Metrics, observability_middleware
+from gateway.observability import Metrics, configure_logging, observability_middleware
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import generate, openai, ops
 from gateway.runtime import Runtime
@@ -85,6 +85,7 @@ def create_app(
             render_plugins=[ScalarRenderPlugin()],
         ),
         debug=False,
+        logging_config=None,  # logging is configured once, as JSON lines (observability.py)
     )
 
 
@@ -95,4 +96,5 @@ def _metrics_of(scope: Scope) -> Metrics | None:
 
 def app_from_env() -> Litestar:
     """The ASGI factory `gateway serve` hands to the server (each worker builds its own)."""
+    configure_logging()  # in each worker: they are fresh interpreters
     return create_app(load_settings())

@@ -1,4 +1,4 @@
-"""``gateway serve | status | warmup | deploy | bench``.
+"""``gateway serve | status | warmup | deploy | bench | fixtures``.
 
 >>> gateway serve --port 8000            # embedded CPU tier serves `dev` if no URL is set
 >>> gateway warmup --tier prod --wait    # progress against the ETA; non-zero past the deadline
@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", help="deploy the Modal tiers (needs `modal` and a token)")
     deploy.add_argument("--tier", choices=["dev", "prod", "all"], default="all")
     deploy.set_defaults(func=_deploy)
+
+    # `fixtures` and `bench`: their arguments live beside their code.
+    from gateway.suite import add_bench_parser
+    from gateway.testing.commands import add_fixtures_parser
+
+    add_fixtures_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -203,6 +203,7 @@ def observability_middleware(
                             "tier_served": state.get("tier_served"),
                             "fallback_reason": state.get("fallback_reason"),
                             "upstream_ms": _ms(state.get("upstream_s")),
+                            "problem": state.get("problem"),
                         },
                     )
 

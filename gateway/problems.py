@@ -38,6 +38,7 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
 def gateway_error_handler(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
     body = exc.problem()
     body.setdefault("instance", request.url.path)
+    request.state.problem = exc.slug  # for the request's log line
     request_id = request.scope.get("state", {}).get("request_id")
     if request_id:
         body["request_id"] = request_id

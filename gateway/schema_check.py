@@ -289,15 +289,6 @@ def _draft(schema: dict[str, Any] | bool) -> int:
     )
 
 
-def _types(obj: Mapping[str, Any]) -> frozenset[str] | None:
-    declared = obj.get("type")
-    if isinstance(declared, str):
-        return frozenset({declared})
-    if isinstance(declared, list):
-        return frozenset(t for t in declared if isinstance(t, str))
-    return None
-
-
 def _applies(rule: rules.Rule, types: frozenset[str] | None, draft: int) -> bool:
     if draft not in rule.drafts:
         return False
@@ -343,7 +334,7 @@ class _Walk:
         it holds and that apply to its type. Memoised by ``shape`` (keys, type, implied type,
         quiet): a large schema repeats a handful of shapes thousands of times."""
         _, _, implied, quiet = shape
-        types = _types(node) or implied
+        types = rules.declared_types(node) or implied
         picked: dict[str, tuple[rules.Rule, bool]] = {}
         for key in node:
             for rule in rules.REJECT_BY_KEY.get(key, ()):
@@ -425,7 +416,7 @@ class _Walk:
         if self._deeper(depth):
             return
         if isinstance(value, dict):
-            types = _types(value)
+            types = rules.declared_types(value)
             for rule in rules.REJECT:
                 if rule.id not in rules.VLLM_RULE_IDS:
                     continue

@@ -399,7 +399,8 @@ def _untyped_assertions(obj: Mapping[str, Any]) -> list[str]:
     return [k for keys, kind in _TYPED_KEYWORDS if kind not in shape for k in keys if k in obj]
 
 
-def _declared_types(obj: Mapping[str, Any]) -> frozenset[str] | None:
+def declared_types(obj: Mapping[str, Any]) -> frozenset[str] | None:
+    """The JSON types a (sub)schema declares in ``type``, or None when it declares none."""
     declared = obj.get("type")
     if isinstance(declared, str):
         return frozenset({declared})
@@ -411,7 +412,7 @@ def _declared_types(obj: Mapping[str, Any]) -> frozenset[str] | None:
 def _instance_types(branch: Any) -> frozenset[str] | None:
     if not isinstance(branch, dict):
         return None
-    declared = _declared_types(branch)
+    declared = declared_types(branch)
     if declared is not None:
         return declared
     values = [branch["const"]] if "const" in branch else branch.get("enum")

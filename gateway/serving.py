@@ -17,7 +17,7 @@ import tempfile
 from contextlib import closing
 
 from gateway.observability import configure_logging
-from gateway.settings import EMBEDDED_URL_ENV, Settings
+from gateway.settings import EMBEDDED_URL_ENV, WARMTH_DB_ENV, Settings
 
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish on SIGTERM
 CHILD_STOP_S = 10  # the CPU tier exits at once on SIGTERM; SIGKILL after this
@@ -72,10 +72,16 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
         settings = settings.with_tier_url(embedded.name, url)
     os.environ.setdefault("GATEWAY_CONFIG", str(settings.config_path))
     configure_logging()
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Workers share their metrics through files, so a scrape of any one sees them all.
-        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if workers > 1:
+        shared = tempfile.mkdtemp(prefix="gateway-")
+        # Workers share their metrics through files, so a scrape of any one sees them all,
+        # (prometheus_client reads every *.db file in its folder: nothing else may live there)
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(shared, "metrics")
+            os.mkdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        # and their tiers' warmth through one store, so warm-ups stay single-flight.
+        if not settings.warmth_db:
+            os.environ[WARMTH_DB_ENV] = os.path.join(shared, "warmth.db")
     print(describe(settings, host, port), flush=True)
     stopped: list[int] = []
     # uvicorn drains on SIGTERM, restores the handler it found and raises the signal again;

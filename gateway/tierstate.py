@@ -23,7 +23,8 @@ from gateway.routing import TierView
 from gateway.settings import Settings, Tier
 from gateway.upstream import TierClient
 from gateway.warmstore import MemoryStore, SqliteStore, WarmStore
-from gateway.warmth import Probe, TierStatus, TierWarmthConfig, WarmthTracker
+from gateway.warmth import Probe, WarmthTracker
+from gateway.warmthtypes import TierStatus, TierWarmthConfig
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ class TierStates:
                 }
             row["kind"] = tier.kind
             row["model"] = tier.model
-            row["startup_timeout_s"] = tier.timeouts.cold
+            if name in self.probes:  # how long a warm-up may take before the tier is down
+                row["startup_timeout_s"] = self.tracker.config(name).startup_timeout_s
             row.update(counts.get(name, {"requests": 0, "fallbacks": {}}))
             out[name] = row
         return out

@@ -33,7 +33,7 @@ import msgspec
 from msgspec.structs import replace
 
 if TYPE_CHECKING:
-    from gateway.warmth import TierWarmthConfig
+    from gateway.warmthtypes import TierWarmthConfig
 
 log = logging.getLogger(__name__)
 

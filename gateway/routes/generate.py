@@ -55,8 +55,8 @@ async def generate(request: AnyRequest) -> Response[Any]:
     started = time.perf_counter()
     runtime = runtime_of(request)
     req = decode_body(await request.body(), GenerateRequest)
+    checked = runtime.checker.check(req.schema)  # preflight: before any tier is chosen
     choice, mode, timeout = route(request, runtime, model=None)
-    checked = runtime.checker.check(req.schema)
 
     def check(reply: TierReply) -> Any:
         choice0 = reply.completion.choices[0]

@@ -29,6 +29,8 @@ from gateway.schemas import (
 from gateway.settings import Tier
 from gateway.upstream import TierReply
 
+EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (embedded CPU tier)"
+
 
 def check_json_object(reply: TierReply) -> Any:
     first = reply.completion.choices[0]
@@ -59,8 +61,6 @@ async def chat_completions(request: AnyRequest) -> Response[Any]:
     started = time.perf_counter()
     runtime = runtime_of(request)
     req = decode_body(await request.body(), ChatCompletionRequest)
-    choice, mode, timeout = route(request, runtime, model=req.model)
-
     unenforced: tuple[str, ...] = ()
     check = None
     fmt = req.response_format
@@ -74,6 +74,7 @@ async def chat_completions(request: AnyRequest) -> Response[Any]:
 
     elif isinstance(fmt, JsonObjectFormat):
         check = check_json_object
+    choice, mode, timeout = route(request, runtime, model=req.model)  # after the preflight
 
     def payload(tier: Tier) -> bytes:
         return msgspec.json.encode(msgspec.structs.replace(req, model=tier.model))
@@ -103,7 +104,9 @@ async def list_models(request: AnyRequest) -> ModelList:
             ModelCard(
                 id=tier.name,
                 tier=tier.name,
-                upstream_model=tier.spec.model if tier.spec else tier.model,
+                upstream_model=EMBEDDED_MODEL
+                if tier.kind == "local"
+                else (tier.spec.model if tier.spec else tier.model),
                 gpu=tier.spec.gpu if tier.spec and tier.kind != "local" else None,
                 configured=tier.configured,
             )

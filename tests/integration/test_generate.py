@@ -291,3 +291,20 @@ def test_secrets_never_reach_errors_or_logs(
         assert MODAL_KEY not in response.text and MODAL_SECRET not in response.text
         assert MODAL_KEY not in str(response.headers) and MODAL_SECRET not in str(response.headers)
     assert MODAL_KEY not in caplog.text and MODAL_SECRET not in caplog.text
+
+
+def test_keywords_the_grammar_cannot_enforce_are_checked_after_and_said_so(
+    client: TestClient[Any], router: respx.MockRouter
+) -> None:
+    schema = {
+        **PERSON_SCHEMA,
+        "not": {"properties": {"name": {"const": "Bob"}}, "required": ["name"]},
+    }
+    router.post(DEV_URL + CHAT).respond(200, json=completion(content='{"name": "Bob", "age": 3}'))
+    refused = client.post("/generate", json=body(schema=schema, max_tokens=64))
+    assert refused.status_code == 502  # `not` was not enforced by the grammar; the check caught it
+    assert refused.json()["reason"] == "schema-violation"
+    router.post(DEV_URL + CHAT).respond(200, json=completion())
+    served = client.post("/generate", json=body(schema=schema))
+    assert served.status_code == 200
+    assert served.headers["x-schema-checked-after"] == "not"

@@ -48,3 +48,43 @@ def test_openapi_documents_the_request_bodies(client: TestClient[Any]) -> None:
         "application/json"
     ]["schema"]
     assert "messages" in chat["properties"]
+
+
+def test_a_bug_is_a_500_problem_without_traceback_or_message(
+    settings: Any, router: respx.MockRouter, caplog: Any
+) -> None:
+    import httpx
+    from litestar import get
+
+    from gateway.app import create_app
+
+    @get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals: wk-SECRET")
+
+    app = create_app(settings, transport=httpx.MockTransport(router.async_handler))
+    app.register(boom)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"].endswith("/internal")
+    assert "secret internals" not in response.text
+    assert "Traceback" not in response.text
+    assert "secret internals" in caplog.text  # the operator still sees what happened
+
+
+def test_an_invalid_schema_is_a_400_naming_its_path(
+    client: TestClient[Any], router: respx.MockRouter
+) -> None:
+    before = router.calls.call_count
+    response = client.post(
+        "/generate",
+        json={"prompt": "p", "schema": {"type": "object", "properties": {"a": {"type": 12}}}},
+    )
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["type"].endswith("/schema-invalid")
+    assert problem["errors"][0]["path"].startswith("$.properties.a")
+    assert router.calls.call_count == before

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -145,3 +146,28 @@ def test_warmup_wait_exits_non_zero_at_its_deadline() -> None:
             done = _warmup_cli(url, "--wait", "--timeout", "3")
             assert done.returncode == 1
             assert "not warm by its deadline" in done.stderr
+
+
+def test_workers_share_one_truth_about_warmth() -> None:
+    """Two workers: a warm-up through one is seen by the other, and runs once."""
+    # Booting for three probes (1 + 2 + 4 s of backoff): time for triggers on both workers.
+    with stub_upstream(health=[503, 503, 503, 200]) as prod:
+        env = {"GATEWAY_TIER_PROD_URL": f"http://127.0.0.1:{prod.server_address[1]}"}
+        with gateway_process(env, "--workers", "2") as (_, url):
+
+            def trigger(_: int) -> int:
+                return httpx.post(
+                    url + "/warmup", json={"tier": "prod"}, headers={"connection": "close"}
+                ).status_code
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                assert set(pool.map(trigger, range(8))) == {202}
+            done = _warmup_cli(url, "--wait", "--timeout", "60")
+            assert done.returncode == 0, done.stderr
+            # New connections land on either worker; every one must say warm.
+            states = {
+                httpx.get(url + "/status", headers={"connection": "close"}).json()["prod"]["state"]
+                for _ in range(12)
+            }
+            assert states == {"warm"}
+            assert prod.health_calls == 4  # one warm-up (503, 503, 503, 200) for both workers

@@ -11,24 +11,11 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.conftest import completion
+
 
 def _completion(content: str) -> bytes:
-    return json.dumps(
-        {
-            "id": "chatcmpl-stub",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "stub",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
-        }
-    ).encode()
+    return json.dumps(completion(content)).encode()
 
 
 class StubServer(ThreadingHTTPServer):
@@ -37,6 +24,7 @@ class StubServer(ThreadingHTTPServer):
     content: str = '{"name": "Ada", "age": 36}'
     seen: list[dict[str, Any]]
     health: list[int]  # statuses /health answers in turn; the last one repeats
+    health_calls: int = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -56,6 +44,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/health":
             self._send(404, b"{}")
             return
+        self.server.health_calls += 1
         codes = self.server.health
         self._send(codes.pop(0) if len(codes) > 1 else codes[0], b"{}")
 

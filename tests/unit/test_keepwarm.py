@@ -19,7 +19,8 @@ from gateway.keepwarm import (
     run_keepwarm,
 )
 from gateway.warmstore import MemoryStore
-from gateway.warmth import TierWarmthConfig, WarmthTracker
+from gateway.warmth import WarmthTracker
+from gateway.warmthtypes import TierWarmthConfig
 
 BERLIN_OFFICE = parse_schedule("Mon-Fri 08:00-19:00 Europe/Berlin")
 

@@ -22,7 +22,8 @@ import pytest
 
 import gateway
 from gateway.warmstore import MemoryStore, SqliteStore, TierRecord, WarmStore
-from gateway.warmth import TierWarmthConfig, WarmthTracker
+from gateway.warmth import WarmthTracker
+from gateway.warmthtypes import TierWarmthConfig
 
 REPO = Path(gateway.__file__).resolve().parent.parent
 
@@ -102,7 +103,8 @@ WORKER = """
 import asyncio, json, os, sys, time
 from pathlib import Path
 from gateway.warmstore import SqliteStore
-from gateway.warmth import TierWarmthConfig, WarmthTracker
+from gateway.warmth import WarmthTracker
+from gateway.warmthtypes import TierWarmthConfig
 
 db, go, log, mode = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 config = TierWarmthConfig(kind="modal", scales_to_zero=True, scaledown_window_s=900,
