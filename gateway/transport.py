@@ -107,7 +107,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response = await self._session.request(
                 request.method,
                 str(request.url),
-                headers=request.headers.multi_items(),
+                # raw: the names as the caller spelt them (multi_items() lower-cases them)
+                headers=[
+                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                ],
                 data=data,
                 allow_redirects=False,  # TierClient follows redirects itself
                 timeout=aiohttp.ClientTimeout(

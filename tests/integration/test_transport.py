@@ -69,7 +69,7 @@ async def test_post_reaches_the_server_and_the_answer_comes_back(serve, client) 
 
     url = await serve(handler)
     response = await client.post(
-        url + "/v1/chat/completions", content=b'{"q":1}', headers={"x-request-id": "r1"}
+        url + "/v1/chat/completions", content=b'{"q":1}', headers={"Modal-Key": "k1"}
     )
     assert response.status_code == 201
     assert response.json() == {"ok": True}
@@ -77,7 +77,7 @@ async def test_post_reaches_the_server_and_the_answer_comes_back(serve, client) 
     assert response.reason_phrase == "Created"
     head, body = seen[0]
     assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
-    assert b"x-request-id: r1" in head.lower()
+    assert b"\r\nModal-Key: k1\r\n" in head  # the name as spelt: some servers care
     assert body == b'{"q":1}'
 
 
