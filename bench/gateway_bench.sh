@@ -5,7 +5,8 @@
 # bench/.venv-litellm, matplotlib in bench/.venv-plot (both gitignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-/work/venv/bin/python}
+PY=${PYTHON:-.venv/bin/python}
+[[ -x "$PY" ]] || scripts/bootstrap local  # the gateway as the README installs it
 LITELLM_VERSION=1.108.7
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
