@@ -3,7 +3,7 @@
     bench/gateway_bench.sh --duration 20 --repeat 2           # the full run
     bench/gateway_bench.sh --duration 5 --repeat 1 --no-litellm   # a quick check
 
-Targets, all answering the same wrk load (chat.lua: a json_schema chat completion):
+Targets, all answering the same wrk load (post.lua: a json_schema chat completion):
 direct (the nginx stub itself: zero overhead), nginx (a plain reverse proxy to the stub: the
 floor for one HTTP hop), litellm (the peer) and gateway (``gateway serve``), plus
 gateway-nocheck (schema checks off: --nocheck-app, or --nocheck-env once a setting exists).
@@ -170,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         chat_body, gen_body = work / "chat.json", work / "generate.json"
         chat_body.write_bytes(payloads.chat_request())
         gen_body.write_bytes(payloads.generate_request())
-        chat = measure.Load("chat.lua", "/v1/chat/completions", chat_body)
+        chat = measure.Load("post.lua", "/v1/chat/completions", chat_body)
         chat_keyed = measure.Load(
-            "chat.lua", "/v1/chat/completions", chat_body, payloads.MASTER_KEY
+            "post.lua", "/v1/chat/completions", chat_body, payloads.MASTER_KEY
         )
-        gen = measure.Load("generate.lua", "/generate", gen_body)
+        gen = measure.Load("post.lua", "/generate", gen_body)
 
         started_svcs: list[Service] = []
         try:

@@ -111,7 +111,7 @@ class RssSampler:
 
 @dataclass
 class Load:
-    script: str  # chat.lua | generate.lua
+    script: str  # post.lua, with the body of each surface
     path: str  # /v1/chat/completions | /generate
     body: Path
     key: str = ""  # bearer token (LiteLLM's master key)

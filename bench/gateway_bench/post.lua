@@ -1,6 +1,7 @@
--- wrk script: POST the native /generate contract (prompt + JSON schema).
--- usage: wrk ... -s generate.lua http://HOST:PORT/generate -- BODY_FILE
--- The body comes from a file written by the harness (payloads.generate_request), so the Lua side
+-- wrk script: POST one JSON body again and again (a json_schema chat completion, or /generate).
+-- usage: wrk ... -s post.lua http://HOST:PORT/v1/chat/completions -- BODY_FILE [BEARER_KEY]
+-- The body comes from a file written by the harness (payloads.chat_request or
+-- payloads.generate_request), so the Lua side
 -- stays fixed; done() prints one line: `WRK_RESULT {json}`.
 
 function init(args)
