@@ -86,7 +86,6 @@ class Dispatcher:
         self.clients = clients
         self.warmth = warmth
         self.clock = clock
-        self.fallbacks: dict[tuple[str, str], int] = {}  # (tier requested, reason) -> count
 
     async def plan(self, job: Job) -> tuple[Plan, Budget]:
         tier = self.settings.tiers[job.requested]
@@ -140,9 +139,6 @@ class Dispatcher:
 
     async def _call(self, job: Job, name: str, budget_s: float, *, reason: str | None) -> Outcome:
         tier = self.settings.tiers[name]
-        if reason is not None:
-            key = (job.requested, reason)
-            self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
         if budget_s <= 0:
             raise TierTimeout(f"no time was left to call tier {name}", tier=name, budget_s=0.0)
         try:

@@ -61,7 +61,6 @@ class TierReply(msgspec.Struct, frozen=True, kw_only=True):
     body: bytes  # the tier's JSON, untouched (the OpenAI surface forwards it as is)
     completion: ChatCompletion
     latency_s: float
-    hops: int  # redirects followed
 
 
 class _UpstreamErrorBody(msgspec.Struct):
@@ -151,7 +150,7 @@ class TierClient:
             headers["x-request-id"] = request_id
         try:
             async with asyncio.timeout(budget_s):
-                response, hops = await self._send_following(
+                response = await self._send_following(
                     httpx.Request("POST", self._chat_url, headers=headers, content=payload),
                     started=started,
                     budget_s=budget_s,
@@ -188,11 +187,11 @@ class TierClient:
             ) from None
         if not completion.choices:
             raise BadUpstreamResponse(f"tier {name} answered with no choices", tier=name)
-        return TierReply(body=response.content, completion=completion, latency_s=latency, hops=hops)
+        return TierReply(body=response.content, completion=completion, latency_s=latency)
 
     async def _send_following(
         self, request: httpx.Request, *, started: float, budget_s: float
-    ) -> tuple[httpx.Response, int]:
+    ) -> httpx.Response:
         hops = 0
         while True:
             left = budget_s - (time.perf_counter() - started)
@@ -202,7 +201,7 @@ class TierClient:
             response = await self._transport.handle_async_request(request)
             if response.status_code not in REDIRECTS or "location" not in response.headers:
                 await response.aread()
-                return response, hops
+                return response
             await response.aclose()
             hops += 1
             if hops > self.tier.max_redirects:
