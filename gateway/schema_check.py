@@ -30,6 +30,7 @@ import msgspec
 
 from gateway import schema_rules as rules
 from gateway.errors import GatewayError, OutputInvalid, SchemaInvalid, SchemaUnsupported
+from gateway.schema_finders import declared_types
 
 MAX_OUTPUT_ERRORS: Final = 5  # enough to act on; a broken output can have thousands
 MAX_SCHEMA_ERRORS: Final = 10  # meta-schema faults listed in one 400
@@ -334,7 +335,7 @@ class _Walk:
         it holds and that apply to its type. Memoised by ``shape`` (keys, type, implied type,
         quiet): a large schema repeats a handful of shapes thousands of times."""
         _, _, implied, quiet = shape
-        types = rules.declared_types(node) or implied
+        types = declared_types(node) or implied
         picked: dict[str, tuple[rules.Rule, bool]] = {}
         for key in node:
             for rule in rules.REJECT_BY_KEY.get(key, ()):
@@ -416,7 +417,7 @@ class _Walk:
         if self._deeper(depth):
             return
         if isinstance(value, dict):
-            types = rules.declared_types(value)
+            types = declared_types(value)
             for rule in rules.REJECT:
                 if rule.id not in rules.VLLM_RULE_IDS:
                     continue
