@@ -45,7 +45,13 @@ from gateway.errors import (
 )
 from gateway.schemas import ChatCompletion
 from gateway.settings import MODAL_HOLD_S, Settings, Tier
-from gateway.transport import default_transport
+from gateway.transport import (
+    RawRequest,
+    RawResponse,
+    decode_content,
+    default_transport,
+    exchanger_for,
+)
 
 CHAT_PATH = "/v1/chat/completions"
 HEALTH_PATH = "/health"
@@ -86,18 +92,19 @@ def upstream_reason(body: bytes) -> str:
     return body[:300].decode("utf-8", "replace")
 
 
-def _retry_after(response: httpx.Response, default: int) -> str:
-    value = response.headers.get("retry-after", "")
+def _retry_after(response: RawResponse, default: int) -> str:
+    value = response.header("retry-after") or ""
     return value if value.isdigit() else str(default)
 
 
 class TierClient:
-    """One transport (connection pool) per tier, owned by the app's lifespan.
+    """One connection pool per tier, owned by the app's lifespan.
 
-    Completions go straight to the transport with ``httpx.Request`` objects: the
-    ``AsyncClient`` layers (auth, cookies, redirects, event hooks, URL merging) do nothing this
-    client needs and cost about a sixth of the gateway's CPU per request (py-spy, c=16). The
-    ``AsyncClient`` kept beside it, on the same transport, serves the occasional probe."""
+    Requests go to the transport as ``RawRequest``s: no ``httpx.AsyncClient`` layers (auth,
+    cookies, redirects, event hooks, URL merging), which this client does not need and which
+    cost about a sixth of the gateway's CPU per request (py-spy, c=16). An injected httpx
+    transport (respx, ``httpx.MockTransport``, a cassette) is reached through
+    ``HttpxExchanger``, so tests keep httpx's API."""
 
     def __init__(
         self,
@@ -111,22 +118,18 @@ class TierClient:
         if tier.kind == "modal" and settings.modal_key and settings.modal_secret:
             headers["Modal-Key"] = settings.modal_key.reveal()
             headers["Modal-Secret"] = settings.modal_secret.reveal()
-        self._auth = {k: v for k, v in headers.items() if k.startswith("Modal-")}
-        self._headers = headers
+        self._auth = frozenset(k for k in headers if k.startswith("Modal-"))
+        self._headers = tuple(headers.items())
         self._origin = _origin(tier.url) if tier.url else None
-        self._chat_url = httpx.URL(tier.url + CHAT_PATH) if tier.url else None
-        self._transport = transport or default_transport()  # tests inject theirs
-        self._client = httpx.AsyncClient(
-            base_url=tier.url or "http://unconfigured.invalid",
-            headers=headers,
-            transport=self._transport,
-            timeout=httpx.Timeout(tier.timeouts.cold, connect=tier.timeouts.connect),
-            follow_redirects=False,  # followed by hand: budget, hop limit, credentials
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        self._chat = RawRequest.to("POST", tier.url + CHAT_PATH) if tier.url else None
+        self._health = (
+            RawRequest.to("GET", tier.url + HEALTH_PATH, self._headers) if tier.url else None
         )
+        self._transport = transport or default_transport()  # tests inject theirs
+        self._exchanger = exchanger_for(self._transport)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     def _unconfigured(self) -> TierUnavailable:
         setting = f"GATEWAY_TIER_{self.tier.name.upper()}_URL"
@@ -141,17 +144,17 @@ class TierClient:
         self, payload: bytes, *, budget_s: float, request_id: str | None = None
     ) -> TierReply:
         """POST a chat completion; follow redirects; answer the parsed reply or raise."""
-        if self._chat_url is None:
+        if self._chat is None:
             raise self._unconfigured()
         name = self.tier.name
         started = time.perf_counter()
-        headers = {**self._headers, "content-type": "application/json"}
+        headers = (*self._headers, ("content-type", "application/json"))
         if request_id:
-            headers["x-request-id"] = request_id
+            headers = (*headers, ("x-request-id", request_id))
         try:
             async with asyncio.timeout(budget_s):
                 response = await self._send_following(
-                    httpx.Request("POST", self._chat_url, headers=headers, content=payload),
+                    self._chat._replace(headers=headers, body=payload),
                     started=started,
                     budget_s=budget_s,
                 )
@@ -178,31 +181,30 @@ class TierClient:
         latency = time.perf_counter() - started
         self._raise_for_status(response)
         try:
-            completion = msgspec.json.decode(response.content, type=ChatCompletion)
-        except msgspec.MsgspecError:
+            body = decode_content(response)
+            completion = msgspec.json.decode(body, type=ChatCompletion)
+        except (msgspec.MsgspecError, httpx.DecodingError):
             raise BadUpstreamResponse(
-                f"tier {name} answered {response.status_code} with a body that is not a "
-                "chat completion",
+                f"tier {name} answered {response.status} with a body that is not a chat completion",
                 tier=name,
             ) from None
         if not completion.choices:
             raise BadUpstreamResponse(f"tier {name} answered with no choices", tier=name)
-        return TierReply(body=response.content, completion=completion, latency_s=latency)
+        return TierReply(body=body, completion=completion, latency_s=latency)
 
     async def _send_following(
-        self, request: httpx.Request, *, started: float, budget_s: float
-    ) -> httpx.Response:
+        self, request: RawRequest, *, started: float, budget_s: float
+    ) -> RawResponse:
         hops = 0
+        connect = self.tier.timeouts.connect
         while True:
-            left = budget_s - (time.perf_counter() - started)
-            request.extensions["timeout"] = httpx.Timeout(
-                max(left, 0.001), connect=min(self.tier.timeouts.connect, max(left, 0.001))
-            ).as_dict()
-            response = await self._transport.handle_async_request(request)
-            if response.status_code not in REDIRECTS or "location" not in response.headers:
-                await response.aread()
+            left = max(budget_s - (time.perf_counter() - started), 0.001)
+            response = await self._exchanger.exchange(
+                request, connect_timeout=min(connect, left), read_timeout=left, pool_timeout=left
+            )
+            location = response.header("location") if response.status in REDIRECTS else None
+            if location is None:
                 return response
-            await response.aclose()
             hops += 1
             if hops > self.tier.max_redirects:
                 raise TierTimeout(
@@ -212,17 +214,19 @@ class TierClient:
                     budget_s=round(budget_s, 3),
                     redirects=hops - 1,
                 )
-            target = urljoin(str(request.url), response.headers["location"])
+            target = urljoin(request.url, location)
             same_origin = _origin(target) == self._origin
             # 303 turns the call into a GET of the result URL; 307/308 repeat the POST.
-            method = "GET" if response.status_code in (301, 302, 303) else request.method
-            content = request.content if method == "POST" else None
+            method = "GET" if response.status in (301, 302, 303) else request.method
             # never hand proxy-auth tokens to another host
             headers = self._headers if same_origin else self._headers_without_auth()
-            request = httpx.Request(method, target, headers=headers, content=content)
+            if method == "POST":
+                headers = (*headers, ("content-type", "application/json"))
+            body = request.body if method == "POST" else b""
+            request = RawRequest.to(method, target, headers, body)
 
-    def _headers_without_auth(self) -> dict[str, str]:
-        return {k: v for k, v in self._headers.items() if k not in self._auth}
+    def _headers_without_auth(self) -> tuple[tuple[str, str], ...]:
+        return tuple((k, v) for k, v in self._headers if k not in self._auth)
 
     def _connect_failed(self) -> TierUnavailable:
         name = self.tier.name
@@ -232,14 +236,14 @@ class TierClient:
             headers={"Retry-After": str(UNAVAILABLE_RETRY_S)},
         )
 
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        status = response.status_code
+    def _raise_for_status(self, response: RawResponse) -> None:
+        status = response.status
         if 200 <= status < 300:
             return
         name = self.tier.name
         error: GatewayError
         if status in (400, 404, 413, 422):
-            reason = upstream_reason(response.content)
+            reason = upstream_reason(response.body)
             error = UpstreamRejected(
                 f"tier {name} rejected the request: {reason}",
                 status=status,
@@ -273,14 +277,20 @@ class TierClient:
 
     async def probe(self) -> bool:
         """``GET /health``: True when the tier says it is up. Never a completion."""
-        if self.tier.url is None:
+        if self._health is None:
             return False
+        timeout = MODAL_PROBE_TIMEOUT if self.tier.kind == "modal" else PROBE_TIMEOUT
         try:
-            timeout = MODAL_PROBE_TIMEOUT if self.tier.kind == "modal" else PROBE_TIMEOUT
-            response = await self._client.get(HEALTH_PATH, timeout=timeout)
-        except httpx.HTTPError:
+            async with asyncio.timeout(timeout.read):
+                response = await self._exchanger.exchange(
+                    self._health,
+                    connect_timeout=timeout.connect,
+                    read_timeout=timeout.read,
+                    pool_timeout=timeout.pool,
+                )
+        except (httpx.HTTPError, TimeoutError):
             return False
-        return response.status_code == 200
+        return response.status == 200
 
 
 def _origin(url: str) -> tuple[str, str]:

@@ -87,7 +87,7 @@ def versions() -> dict[str, str]:
             "?",
         ),
     }
-    for dist in ("litestar", "msgspec", "httpx", "aiohttp", "uvicorn", "granian", "uvloop"):
+    for dist in ("litestar", "msgspec", "httpx", "httptools", "uvicorn", "granian", "uvloop"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[dist] = metadata.version(dist)
     litellm = services.LITELLM_VENV / "bin" / "python"

@@ -1,18 +1,21 @@
-"""gateway.transport against real loopback sockets: what httpx sees, and how TierClient
-maps each failure. A small asyncio server plays the tier, one scripted answer per test."""
+"""gateway.transport against real loopback sockets: what httpx sees, how the pool behaves,
+and how TierClient maps each failure. A small asyncio server plays the tier, one scripted
+answer per test."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
+import trustme
 
 from gateway.errors import BadUpstreamResponse, TierTimeout, TierUnavailable
 from gateway.settings import load_settings
-from gateway.transport import default_transport
+from gateway.transport import H1Transport, RawRequest, default_transport, encode_head
 from gateway.upstream import TierClient
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -209,3 +212,186 @@ async def test_tier_client_maps_transport_failures(serve) -> None:
                 await tier.complete(b"{}", budget_s=budget)
         finally:
             await tier.aclose()
+
+
+# ---- H1Transport's own behaviour: framing, keep-alive, limits, TLS ----
+
+
+async def test_chunked_and_close_delimited_bodies_are_read_whole(serve, client) -> None:
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for part in (b'{"a":', b"1}"):
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"b":')
+        await writer.drain()
+        writer.write(b"2}")
+        writer.close()
+
+    assert (await client.get(await serve(chunked) + "/x")).json() == {"a": 1}
+    assert (await client.get(await serve(until_close) + "/x")).json() == {"b": 2}
+
+
+def counting_server(*, close_after: int | None = None, drop_request: int | None = None):
+    """Answers {} on one connection per client; ``close_after``: answer with
+    ``connection: close`` from that request on; ``drop_request``: hang up, unanswered, on that
+    request (counting from 1 over the server's life)."""
+    state = {"connections": 0, "requests": 0}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state["connections"] += 1
+        try:
+            while True:
+                await read_request(reader)
+                state["requests"] += 1
+                if state["requests"] == drop_request:
+                    break
+                closing = close_after is not None and state["requests"] >= close_after
+                writer.write(answer("200 OK", b"{}", *(["connection: close"] if closing else [])))
+                await writer.drain()
+                if closing:
+                    break
+        except asyncio.IncompleteReadError:
+            pass
+        writer.close()
+
+    return handler, state
+
+
+async def test_connection_close_is_honoured(serve, client) -> None:
+    handler, state = counting_server(close_after=1)
+    url = await serve(handler)
+    for _ in range(3):
+        assert (await client.post(url + "/x", content=b"{}")).status_code == 200
+    assert state["connections"] == 3
+
+
+async def test_a_reused_socket_closed_before_the_answer_is_retried_once(serve, client) -> None:
+    # The server takes the second request on the kept-alive socket and hangs up on it, as an
+    # idle timer racing the request does: the client repeats it on a fresh connection.
+    handler, state = counting_server(drop_request=2)
+    url = await serve(handler)
+    assert (await client.post(url + "/x", content=b"{}")).status_code == 200
+    assert (await client.post(url + "/x", content=b"{}")).status_code == 200
+    assert state == {"connections": 2, "requests": 3}
+
+
+async def test_garbage_and_oversized_answers_are_protocol_errors(serve) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"SPDY/9 banana\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer("200 OK", b"x" * 5000))
+        await writer.drain()
+        writer.close()
+
+    transport = H1Transport(max_body_bytes=1000)
+    async with httpx.AsyncClient(transport=transport) as small:
+        with pytest.raises(httpx.RemoteProtocolError, match="unparsable"):
+            await small.get(await serve(garbage) + "/x")
+        with pytest.raises(httpx.RemoteProtocolError, match="over 1000 bytes"):
+            await small.get(await serve(big) + "/x")
+
+
+async def test_pool_limit_queues_then_times_out(serve) -> None:
+    release = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await release.wait()
+        writer.write(answer("200 OK", b"{}"))
+        await writer.drain()
+        writer.close()
+
+    url = await serve(slow)
+    transport = H1Transport(httpx.Limits(max_connections=1))
+    async with httpx.AsyncClient(transport=transport) as one:
+        first = asyncio.create_task(one.get(url + "/x"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(httpx.PoolTimeout):
+            await one.get(url + "/x", timeout=httpx.Timeout(5.0, pool=0.1))
+        second = asyncio.create_task(one.get(url + "/x"))  # waits for the first's slot
+        await asyncio.sleep(0.05)
+        assert not second.done()
+        release.set()
+        assert (await first).status_code == 200
+        assert (await second).status_code == 200
+
+
+async def test_a_cancelled_exchange_never_leaves_its_socket_in_the_pool(serve, client) -> None:
+    handler, state = counting_server(drop_request=None)
+    silent_once = {"done": False}
+
+    async def first_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not silent_once["done"]:
+            silent_once["done"] = True
+            state["connections"] += 1
+            await read_request(reader)
+            await reader.read()  # never answers; the client gives up
+            writer.close()
+            return
+        await handler(reader, writer)
+
+    url = await serve(first_silent)
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(url + "/x", content=b"{}", timeout=httpx.Timeout(5.0, read=0.1))
+    assert (await client.post(url + "/x", content=b"{}")).status_code == 200
+    assert state["connections"] == 2  # the second request did not reuse the spent socket
+
+
+async def test_header_values_cannot_smuggle_lines() -> None:
+    request = RawRequest.to("GET", "http://127.0.0.1:9/x", [("x-a", "1\r\nx-b: 2")])
+    with pytest.raises(httpx.LocalProtocolError):
+        encode_head(request)
+
+
+async def test_https_with_a_trusted_and_an_untrusted_certificate() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer("200 OK", b'{"tls":true}'))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_context)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    try:
+        async with httpx.AsyncClient(transport=H1Transport(ssl_context=trusting)) as good:
+            assert (await good.get(url)).json() == {"tls": True}
+        async with httpx.AsyncClient(transport=H1Transport()) as strict:  # public CAs only
+            with pytest.raises(httpx.ConnectError):
+                await strict.get(url)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_tier_client_decodes_a_compressed_completion(serve) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer("200 OK", gzip.compress(COMPLETION), "content-encoding: gzip"))
+        await writer.drain()
+        writer.close()
+
+    tier = tier_client(await serve(handler))
+    try:
+        reply = await tier.complete(b"{}", budget_s=5.0)
+    finally:
+        await tier.aclose()
+    assert reply.body == COMPLETION
