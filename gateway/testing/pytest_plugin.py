@@ -8,7 +8,10 @@ Fixtures (nothing happens unless a test asks for one):
 - ``gateway_http_transport``: a transport for *your* httpx / openai client pointed at a
   running gateway: records the gateway's answers, replays them with no gateway at all;
 - ``gateway_settings``: the settings the app is built from (``load_settings()``; override
-  this fixture to use your own), ``gateway_fixtures_mode``, ``gateway_cassette``.
+  this fixture to use your own), ``gateway_fixtures_mode``, ``gateway_cassette``;
+- ``gateway_embedded_tier``: the URL of the embedded CPU tier, started (once a session);
+  ``gateway_embedded_on_demand``: the same tier not started until a request needs it, which
+  is what ``gateway_client`` uses while recording.
 
 Mode: ``--fixtures-mode=replay|record|refresh`` (pytest's own ``--fixtures`` flag lists
 fixtures, so the name had to differ), else ``RECORD_FIXTURES`` (``true`` = record,
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
     from gateway.settings import Settings
     from gateway.testing.cassette import Cassette
+    from gateway.testing.embedded import EmbeddedTier
     from gateway.testing.transport import CassetteTransport, Mode
 
 ENV_MODE = "RECORD_FIXTURES"
@@ -139,33 +143,22 @@ def gateway_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def gateway_embedded_tier() -> Iterator[str]:
-    """Record mode, when the embedded CPU tier serves a tier: start it once, wait until up."""
-    import time
+def gateway_embedded_on_demand() -> Iterator[EmbeddedTier]:
+    """Record mode, when the embedded CPU tier serves a tier: its URL now, its process on the
+    first request the cassette cannot answer (most recordings never need it), once a session."""
+    from gateway.testing.embedded import EmbeddedTier
 
-    import httpx
-
-    from gateway.serving import free_port, start_local_tier, stop
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    child = start_local_tier(port)
+    tier = EmbeddedTier(boot_s=EMBEDDED_BOOT_S)
     try:
-        deadline = time.monotonic() + EMBEDDED_BOOT_S
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"the embedded CPU tier exited with {child.returncode}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the embedded CPU tier was not up in {EMBEDDED_BOOT_S:g} s")
-            time.sleep(0.5)
-        yield url
+        yield tier
     finally:
-        stop(child)
+        tier.close()
+
+
+@pytest.fixture(scope="session")
+def gateway_embedded_tier(gateway_embedded_on_demand: EmbeddedTier) -> str:
+    """The embedded CPU tier, started once and up, for a test that calls it itself."""
+    return gateway_embedded_on_demand.ensure_up()
 
 
 def _hint(node: pytest.Item) -> str:
@@ -179,12 +172,15 @@ def _fail(message: str) -> None:
     pytest.fail(message, pytrace=False)
 
 
-def _finish(transport: CassetteTransport, reported: int = 0) -> None:
+def _finish(transport: CassetteTransport, reported: int = 0, errors_reported: int = 0) -> None:
     """Write the cassette; fail the test for misses nobody has reported yet (a request made
-    by a client of the user's own on ``gateway_app``, or from a background task)."""
+    by a client of the user's own on ``gateway_app``, or from a background task), and raise
+    a failed start of the embedded tier the same way."""
     transport.finish()
     if len(transport.misses) > reported:
         _fail("\n".join(dict.fromkeys(transport.misses[reported:])))
+    if len(transport.start_errors) > errors_reported:
+        raise transport.start_errors[errors_reported]
 
 
 @dataclass
@@ -196,6 +192,7 @@ class GatewayRecording:
     transport: CassetteTransport
     mode: Mode
     reported: int = 0  # misses already turned into a test failure at the call
+    errors_reported: int = 0  # failed starts of the embedded tier, likewise
 
     @property
     def cassette(self) -> Cassette:
@@ -217,15 +214,16 @@ def gateway_recording(
     # Each test's gateway starts with its own warmth, never a shared store's (a deployment's
     # warmth_db would leak production state into tests, and tests into it).
     settings = msgspec.structs.replace(gateway_settings, warmth_db="")
+    on_demand: dict[str, EmbeddedTier] = {}
     for tier in settings.tiers.values():
         if tier.url is not None:
             continue
         if gateway_fixtures_mode == "replay":  # never dialled: the transport answers
             settings = settings.with_tier_url(tier.name, f"http://{tier.name}.cassette.invalid")
-        elif tier.kind == "local":
-            settings = settings.with_tier_url(
-                tier.name, request.getfixturevalue("gateway_embedded_tier")
-            )
+        elif tier.kind == "local":  # started by the first request the cassette cannot answer
+            on_demand[tier.name] = request.getfixturevalue("gateway_embedded_on_demand")
+            on_demand[tier.name].raise_failure()  # it failed in an earlier test: so does this
+            settings = settings.with_tier_url(tier.name, on_demand[tier.name].url)
     node = request.node
     path = cassette_path(node, cassette_dir(request.config))
     transport = CassetteTransport(
@@ -235,11 +233,12 @@ def gateway_recording(
         tiers={t.name: t.url for t in settings.tiers.values() if t.url},
         redactor=Redactor.from_environment(settings),
         record_hint=_hint(node),
+        on_demand=on_demand,
     )
     recording = GatewayRecording(settings=settings, transport=transport, mode=gateway_fixtures_mode)
     yield recording
     _note_if_stale(request.config, transport)
-    _finish(transport, recording.reported)
+    _finish(transport, recording.reported, recording.errors_reported)
 
 
 @pytest.fixture
@@ -259,7 +258,8 @@ def gateway_client(
     gateway_app: Litestar, gateway_recording: GatewayRecording
 ) -> Iterator[TestClient[Any]]:
     """A started gateway (lifespan run) answering in-process; ``.post("/generate", ...)``.
-    A request replay has no answer for fails the test at that call, saying how to record."""
+    A request replay has no answer for fails the test at that call, saying how to record;
+    one that the embedded tier should answer but that tier did not start raises why."""
     import httpx
     from litestar.testing import TestClient
 
@@ -272,6 +272,10 @@ def gateway_client(
             if len(misses) > recording.reported:
                 new, recording.reported = misses[recording.reported :], len(misses)
                 _fail("\n".join(dict.fromkeys(new)))
+            errors = recording.transport.start_errors
+            if len(errors) > recording.errors_reported:
+                first, recording.errors_reported = errors[recording.errors_reported], len(errors)
+                raise first
             return response
 
     with ReplayingClient(app=gateway_app) as client:

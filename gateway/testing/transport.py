@@ -18,13 +18,17 @@ Modes: ``replay`` answers only from the cassette and never opens a socket; a req
 no answer for raises ``CassetteMissing`` naming the request, the cassette and how to record
 it. ``record`` answers what the cassette has and calls the real server for the rest, then
 writes what was used. ``refresh`` calls the real server for everything and rewrites.
+
+A tier whose server is started only when needed (the embedded CPU tier while recording) is
+given in ``on_demand``: the first request that must reach it live starts it and waits until
+it is up; until then its liveness probes are answered "up" without starting it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Literal, Protocol
 
 import httpx
 
@@ -48,6 +52,15 @@ class CassetteMissing(Exception):  # reads as what happened; not an httpx error
     the gateway would turn that into a 502 and the message would be lost."""
 
 
+class OnDemand(Protocol):
+    """A tier's server started by the first request that needs it (``EmbeddedTier``)."""
+
+    @property
+    def started(self) -> bool: ...
+    def ensure_up(self) -> str: ...
+    async def aensure_up(self) -> str: ...
+
+
 class CassetteTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     def __init__(
         self,
@@ -59,6 +72,7 @@ class CassetteTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         redactor: Redactor | None = None,
         record_hint: str = "record it with RECORD_FIXTURES=true",
         on_miss: Callable[[str], None] | None = None,
+        on_demand: Mapping[str, OnDemand] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -76,6 +90,10 @@ class CassetteTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self.record_hint = record_hint
         self.on_miss = on_miss  # e.g. pytest.fail: stop the test at the call, with the message
         self.misses: list[str] = []
+        self.on_demand = dict(on_demand or {})  # tier name -> its server, started when needed
+        # An on-demand server that failed to start: raised here, the gateway makes it a 500,
+        # so the pytest plugin raises it again in the test (as it does with ``misses``).
+        self.start_errors: list[Exception] = []
         self.recorded: list[Interaction] = []
         self._used: list[Interaction] = []
         self._calls: dict[str, int] = {}
@@ -110,7 +128,9 @@ class CassetteTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         """The recorded answer, a probe answer, or None when the real server must answer."""
         key, tier, path = self.key_of(request)
         if self.scope == "tier" and request.method == "GET" and path in PROBE_PATHS:
-            if self.mode == "replay":
+            server = self.on_demand.get(tier or "")
+            # A probe must not start an on-demand server: the request that needs it will.
+            if self.mode == "replay" or (server is not None and not server.started):
                 return httpx.Response(200, json={"status": "ok"}, request=request)
             return None
         n = self._calls.get(key, 0)
@@ -176,11 +196,23 @@ class CassetteTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             response.status_code, headers=headers, content=response.content, request=request
         )
 
+    def _server_for(self, request: httpx.Request) -> OnDemand | None:
+        if not self.on_demand or self.scope != "tier":
+            return None
+        tier, _ = self._tier_and_path(request)
+        return self.on_demand.get(tier or "")
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()
         replayed = self._from_cassette(request)
         if replayed is not None:
             return replayed
+        if (server := self._server_for(request)) is not None:
+            try:
+                server.ensure_up()
+            except Exception as exc:
+                self.start_errors.append(exc)
+                raise
         if self._sync is None:
             self._sync = httpx.HTTPTransport()
         started = time.perf_counter()
@@ -197,6 +229,12 @@ class CassetteTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         replayed = self._from_cassette(request)
         if replayed is not None:
             return replayed
+        if (server := self._server_for(request)) is not None:
+            try:
+                await server.aensure_up()
+            except Exception as exc:
+                self.start_errors.append(exc)
+                raise
         if self._async is None:
             self._async = httpx.AsyncHTTPTransport()
         started = time.perf_counter()

@@ -3,13 +3,14 @@ the plugin installed (``pytester``), recorded against a real tier, replayed with
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 import pytest
 
 from gateway.suite import start_gateway, stop_gateway
-from tests.conftest import PERSON_SCHEMA
+from gateway.testing.embedded import EmbeddedTier
+from tests.conftest import PERSON_SCHEMA, completion
 from tests.integration.upstream_stub import stub_upstream
 
 pytest_plugins = ["pytester"]
@@ -336,3 +338,201 @@ def test_replay_lists_cassettes_older_than_the_max_age(
             "re-record them with: RECORD_FIXTURES=refresh pytest ...",
         ]
     )
+
+
+# --- the embedded tier starts only when a request needs it ---------------------------------
+
+# A stand-in for the embedded CPU tier, as a real process: not listening for a moment (its
+# "boot"), then /health and chat completions, like `python -m tiers.local --port PORT`.
+FAKE_TIER = f"""
+import sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+time.sleep(0.5)
+BODY = {json.dumps(completion('{"answer": 4}')).encode()!r}
+class Tier(BaseHTTPRequestHandler):
+    def log_message(self, *args): pass
+    def send(self, status, body):
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self): self.send(200 if self.path == "/health" else 404, b"{{}}")
+    def do_POST(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send(200, BODY)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Tier).serve_forever()
+"""
+
+
+def starter(
+    script: str, starts: list[subprocess.Popen[bytes]]
+) -> Callable[[int], subprocess.Popen[bytes]]:
+    def start(port: int) -> subprocess.Popen[bytes]:
+        starts.append(subprocess.Popen([sys.executable, "-c", script, str(port)]))
+        return starts[-1]
+
+    return start
+
+
+def test_embedded_tier_starts_on_first_need_once_for_every_event_loop() -> None:
+    starts: list[subprocess.Popen[bytes]] = []
+    tier = EmbeddedTier(boot_s=60.0, start=starter(FAKE_TIER, starts))
+    try:
+        assert not tier.started
+        assert refused(tier.url)  # the port is held, nobody listens: nothing started
+
+        async def one_test() -> str:  # each test's gateway runs on a loop of its own
+            urls = await asyncio.gather(tier.aensure_up(), tier.aensure_up())
+            return urls[0]
+
+        assert asyncio.run(one_test()) == tier.url
+        assert asyncio.run(one_test()) == tier.ensure_up() == tier.url
+        assert len(starts) == 1
+        assert not refused(tier.url)
+    finally:
+        tier.close()
+    assert starts[0].poll() is not None
+    assert refused(tier.url)
+
+
+@pytest.mark.parametrize(
+    ("script", "boot_s", "why"),
+    [
+        ("raise SystemExit(3)", 60.0, "the embedded CPU tier exited with 3"),
+        ("import time; time.sleep(60)", 1.0, "the embedded CPU tier was not up in 1 s"),
+    ],
+)
+def test_embedded_tier_that_does_not_come_up_says_why_every_time(
+    script: str, boot_s: float, why: str
+) -> None:
+    starts: list[subprocess.Popen[bytes]] = []
+    tier = EmbeddedTier(boot_s=boot_s, start=starter(script, starts))
+    try:
+        with pytest.raises(RuntimeError, match=f"^{why}$"):
+            asyncio.run(tier.aensure_up())
+        assert starts[0].poll() is not None  # stopped, not left booting
+        for again in (tier.ensure_up, tier.raise_failure):
+            with pytest.raises(RuntimeError, match=f"^{why}$"):
+                again()
+        assert len(starts) == 1  # never retried
+    finally:
+        tier.close()
+
+
+FROM_CASSETTE_TEST = f"""
+import socket
+SCHEMA = {PERSON_SCHEMA!r}
+ASK = {{"prompt": "Who wrote the first program?", "schema": SCHEMA, "max_tokens": 24}}
+
+def assert_not_started(tier):
+    assert not tier.started
+    host, port = tier.url.rsplit(":", 1)
+    with socket.socket() as sock:
+        assert sock.connect_ex((host.split("//")[1], int(port))) != 0
+
+def test_dev_from_cassette(gateway_client, gateway_embedded_on_demand):
+    r = gateway_client.post("/generate", json=ASK)
+    assert r.status_code == 200, r.text
+    assert_not_started(gateway_embedded_on_demand)
+
+def test_prod_only(gateway_client, gateway_embedded_on_demand):
+    # wait: no fallback to dev while the gateway's first probe of prod is under way
+    headers = {{"X-Model-Tier": "prod", "X-Tier-Fallback": "wait"}}
+    r = gateway_client.post("/generate", json=ASK, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-model-tier-served"] == "prod"
+    assert_not_started(gateway_embedded_on_demand)
+"""
+
+
+def test_recording_starts_no_embedded_tier_when_no_request_needs_it(
+    project: pytest.Pytester,
+) -> None:
+    """Record mode with the embedded tier serving dev (no URL for it): a test answered by
+    its cassette, and one that calls only prod, never start it."""
+    project.makepyfile(test_user=FROM_CASSETTE_TEST)
+    with stub_upstream() as upstream:
+        stub = f"http://127.0.0.1:{upstream.server_address[1]}"
+        # dev's cassette, recorded from a stand-in at a set URL (the request is the same)
+        first = run(project, project.path / "first", "--fixtures-mode=record",
+                    "-k", "from_cassette", GATEWAY_EMBEDDED_TIER_URL=stub)  # fmt: skip
+        first.assert_outcomes(passed=1, deselected=1)
+        assert len(upstream.seen) == 1
+        result = run(project, project.path / "recorded", "--fixtures-mode=record",
+                     GATEWAY_TIER_PROD_URL=stub, GATEWAY_TIER_PROD_KIND="openai")  # fmt: skip
+        result.assert_outcomes(passed=2)
+        assert len(upstream.seen) == 2  # prod's request; dev's came from the cassette
+    files = cassettes(project.path)
+    assert files["tests/cassettes/test_user/test_prod_only.json"]["interactions"][0]["tier"] == (
+        "prod"
+    )
+
+
+ON_DEMAND_CONFTEST = (
+    CONFTEST
+    + """
+import subprocess, sys
+from gateway.testing.embedded import EmbeddedTier
+
+@pytest.fixture(scope="session")
+def gateway_embedded_on_demand():
+    # the plugin's own fixture, with a stand-in process for the model
+    def start(port):
+        with open(os.environ["STARTS_FILE"], "a") as starts:
+            starts.write(f"{port}\\n")
+        return subprocess.Popen([sys.executable, "-c", os.environ["FAKE_TIER"], str(port)])
+    tier = EmbeddedTier(boot_s=60.0, start=start)
+    yield tier
+    tier.close()
+"""
+)
+ASK_TWICE = f"""
+from conftest import save
+SCHEMA = {ANSWER_SCHEMA!r}
+
+def test_first(gateway_client):
+    r = gateway_client.post("/generate", json={{"prompt": "2 + 2?", "schema": SCHEMA}})
+    assert r.status_code == 200, r.text
+    save("first", r)
+
+def test_second(gateway_client):
+    r = gateway_client.post("/generate", json={{"prompt": "3 + 1?", "schema": SCHEMA}})
+    assert r.status_code == 200, r.text
+"""
+
+
+def test_recording_starts_the_embedded_tier_at_the_first_miss_once_a_session(
+    project: pytest.Pytester,
+) -> None:
+    project.makeconftest(ON_DEMAND_CONFTEST)
+    project.makepyfile(test_user=ASK_TWICE)
+    starts = project.path / "starts.txt"
+    result = run(project, project.path / "recorded", "--fixtures-mode=record",
+                 STARTS_FILE=str(starts), FAKE_TIER=FAKE_TIER)  # fmt: skip
+    result.assert_outcomes(passed=2)
+    assert len(starts.read_text().splitlines()) == 1
+    assert answers(project.path / "recorded")["first"]["body"]["output"] == {"answer": 4}
+    assert len(cassettes(project.path)) == 2
+
+
+def test_an_embedded_tier_that_fails_to_start_fails_the_test_that_needed_it(
+    project: pytest.Pytester,
+) -> None:
+    """The first test that needs it gets the start's RuntimeError at its call (not a 500);
+    later ones get it at setup, as from a failed session fixture; it is started once."""
+    project.makeconftest(ON_DEMAND_CONFTEST)
+    project.makepyfile(test_user=ASK_TWICE)
+    starts = project.path / "starts.txt"
+    # COLUMNS: pytest shortens the summary lines to the terminal's width
+    result = run(project, project.path / "recorded", "--fixtures-mode=record",
+                 STARTS_FILE=str(starts), FAKE_TIER="raise SystemExit(3)",
+                 COLUMNS="200")  # fmt: skip
+    result.assert_outcomes(failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED test_user.py::test_first - RuntimeError: the embedded CPU tier exited with 3",
+            "ERROR test_user.py::test_second - RuntimeError: the embedded CPU tier exited with 3",
+        ]
+    )
+    assert len(starts.read_text().splitlines()) == 1

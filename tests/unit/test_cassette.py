@@ -212,6 +212,91 @@ async def test_probes_are_answered_in_replay_and_not_recorded(tmp_path: Path) ->
     assert rec.finish() is False
 
 
+class OnDemandTier:
+    """Stands in for ``EmbeddedTier`` (which has its own tests with a real process)."""
+
+    def __init__(self, failure: str | None = None) -> None:
+        self.starts = 0
+        self.failure = failure
+
+    @property
+    def started(self) -> bool:
+        return self.starts > 0
+
+    def ensure_up(self) -> str:
+        self.starts += 1
+        if self.failure:
+            raise RuntimeError(self.failure)
+        return TIER_URL
+
+    async def aensure_up(self) -> str:
+        return self.ensure_up()
+
+
+@respx.mock(assert_all_called=True)
+async def test_an_on_demand_tier_starts_only_for_a_request_the_cassette_cannot_answer(
+    tmp_path: Path, respx_mock: respx.MockRouter
+) -> None:
+    path = tmp_path / "c.json"
+    chat = respx_mock.post(f"{TIER_URL}/v1/chat/completions").respond(200, json=ANSWER)
+    first = recorder(path, "record")
+    await post(first, CHAT)
+    first.finish()
+
+    tier = OnDemandTier()
+    rec = recorder(path, "record", on_demand={"dev": tier})
+    async with httpx.AsyncClient(transport=rec, base_url=TIER_URL) as client:
+        assert (await client.get("/health")).status_code == 200  # "up", and no socket opened
+    assert (await post(rec, CHAT)).json() == ANSWER  # from the cassette
+    assert tier.starts == 0
+    assert chat.call_count == 1
+
+    await post(rec, {**CHAT, "max_tokens": 17})  # a miss: started, then sent
+    assert tier.starts == 1
+    assert chat.call_count == 2
+    health = respx_mock.get(f"{TIER_URL}/health").respond(503)
+    async with httpx.AsyncClient(transport=rec, base_url=TIER_URL) as client:
+        assert (await client.get("/health")).status_code == 503  # started: it answers itself
+    assert health.called
+
+
+@respx.mock
+async def test_refresh_starts_an_on_demand_tier_even_for_a_recorded_request(
+    tmp_path: Path, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.post(f"{TIER_URL}/v1/chat/completions").respond(200, json=ANSWER)
+    first = recorder(tmp_path / "c.json", "record")
+    await post(first, CHAT)
+    first.finish()
+    tier = OnDemandTier()
+    await post(recorder(tmp_path / "c.json", "refresh", on_demand={"dev": tier}), CHAT)
+    assert tier.starts == 1
+
+
+@respx.mock
+def test_a_sync_client_starts_an_on_demand_tier_too(
+    tmp_path: Path, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.post(f"{TIER_URL}/v1/chat/completions").respond(200, json=ANSWER)
+    tier = OnDemandTier()
+    rec = recorder(tmp_path / "c.json", "record", on_demand={"dev": tier})
+    with httpx.Client(transport=rec, base_url=TIER_URL) as client:
+        assert client.get("/health").status_code == 200
+        assert tier.starts == 0
+        assert client.post("/v1/chat/completions", json=CHAT).json() == ANSWER
+    assert tier.starts == 1
+
+
+@respx.mock(assert_all_mocked=True)
+async def test_an_on_demand_tier_that_fails_to_start_raises_and_is_kept(tmp_path: Path) -> None:
+    rec = recorder(tmp_path / "c.json", "record", on_demand={"dev": OnDemandTier("it exited")})
+    with pytest.raises(RuntimeError, match="it exited"):
+        await post(rec, CHAT)
+    assert [str(e) for e in rec.start_errors] == ["it exited"]  # for the plugin to raise
+    assert rec.misses == []
+    assert rec.finish() is False
+
+
 def test_unreadable_cassette_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
