@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.types import Scope
+from litestar.openapi.spec import Operation
 
 from gateway.clock import Clock, SystemClock
 from gateway.dispatch import Dispatcher
-from gateway.observability import Metrics, configure_logging, observability_middleware
+from gateway.lane import Lane
+from gateway.observability import Metrics, configure_logging, request_id_middleware
+from gateway.openapi import document
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import generate, openai, ops
 from gateway.runtime import Runtime
@@ -35,7 +38,7 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock | None = None,
-) -> Litestar:
+) -> GatewayApp:
     """Build the app; ``transport`` replaces the network for every tier, ``clock`` the time
     (tests)."""
     clock = clock or SystemClock()
@@ -63,19 +66,29 @@ def create_app(
             checker=SchemaChecker(),
             metrics=metrics,
         )
-        app.state.runtime = runtime
+        app.state.runtime = lane.runtime = runtime
         try:
             await runtime.start()
             yield
         finally:
+            lane.runtime = None
             await runtime.aclose()
 
-    return Litestar(
-        route_handlers=[*generate.HANDLERS, *openai.HANDLERS, *ops.HANDLERS],
+    lane = Lane(
+        {
+            "/generate": ("generate", generate.generate),
+            "/v1/chat/completions": ("chat_completions", openai.chat_completions),
+        },
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return GatewayApp(
+        lane,
+        {"/generate": generate.DOCS, "/v1/chat/completions": openai.DOCS},
+        route_handlers=[*openai.HANDLERS, *ops.HANDLERS],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
-        middleware=[observability_middleware(_metrics_of)],
+        middleware=[request_id_middleware],
         openapi_config=OpenAPIConfig(
             title="tier-gateway",
             version="0.1.0",
@@ -89,9 +102,26 @@ def create_app(
     )
 
 
-def _metrics_of(scope: Scope) -> Metrics | None:
-    runtime: Runtime | None = getattr(scope["app"].state, "runtime", None)
-    return runtime.metrics if runtime is not None else None
+class GatewayApp(Litestar):
+    """Litestar, with the completion lane (``gateway.lane``) in front of its router: the two
+    completion routes are answered before Litestar's machinery runs, everything else is
+    Litestar's. The lane's routes are added to the OpenAPI document Litestar generates."""
+
+    def __init__(self, lane: Lane, docs: dict[str, Operation], **config: Any) -> None:
+        self.lane = lane
+        self._lane_docs = docs
+        super().__init__(**config)
+        document(self.openapi_schema, docs)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in self.lane.routes:
+            await self.lane(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def register(self, value: Any) -> None:  # type: ignore[override]  # as Litestar's
+        super().register(value)
+        document(self.openapi_schema, self._lane_docs)  # a new route rebuilt the document
 
 
 def app_from_env() -> Litestar:

@@ -1,8 +1,9 @@
-"""Metrics, request ids and one JSON log line per request, from one ASGI middleware.
+"""Metrics, request ids and one JSON log line per completion request.
 
-Handlers only write facts into the request's state (``tier_requested``, ``tier_served``,
-``fallback_reason``, ``upstream_s``); this module turns them into Prometheus series and a log
-line, so the hot path pays for one dict write per fact.
+Handlers only write facts into their ``Call`` (``tier_requested``, ``tier_served``,
+``fallback_reason``, ``upstream_s``); the completion lane (``gateway.lane``) turns them into
+Prometheus series and a log line with this module's helpers. Litestar's routes get the
+request id from ``request_id_middleware``; probes and scrapes are neither counted nor logged.
 
 With several worker processes (``gateway serve --workers N``) the series are kept in
 prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by ``serve``), so a
@@ -12,13 +13,13 @@ shared warmth store, which is already the one truth across workers.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar.enums import ScopeType
@@ -26,6 +27,9 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+
+if TYPE_CHECKING:
+    from gateway.routes.common import Call
 
 log = logging.getLogger("gateway.request")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -105,6 +109,7 @@ class Metrics:
             multiprocess_mode="livesum",
             **kw,
         )
+        self._children: dict[tuple[Any, ...], Any] = {}
         if self.multiprocess:
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
 
@@ -133,83 +138,90 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def observe(self, route: str, status: int, state: dict[str, Any], elapsed: float) -> None:
-        requested = state.get("tier_requested", "")
-        served = state.get("tier_served", "")
-        reason = state.get("fallback_reason") or ""
-        self.requests.labels(route, requested, served, str(status), reason).inc()
-        self.duration.labels(route).observe(elapsed)
-        upstream = state.get("upstream_s")
+    def observe_call(self, route: str, status: int, call: Call, elapsed: float) -> None:
+        served = call.tier_served or ""
+        requested = call.tier_requested or ""
+        reason = call.fallback_reason or ""
+        self._child(self.requests, route, requested, served, str(status), reason).inc()
+        self._child(self.duration, route).observe(elapsed)
+        upstream = call.upstream_s
         if upstream is not None:
-            self.upstream.labels(served).observe(upstream)
-            self.overhead.labels(route).observe(max(elapsed - upstream, 0.0))
+            self._child(self.upstream, served).observe(upstream)
+            self._child(self.overhead, route).observe(max(elapsed - upstream, 0.0))
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: each call of ``labels`` takes a lock."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
-# Routes whose requests are counted and logged; probes and scrapes stay quiet.
-OBSERVED = {"/generate": "generate", "/v1/chat/completions": "chat_completions"}
+_ID_PREFIX = uuid.uuid4().hex[:16]  # per process: ids stay unique across workers and restarts
+_ids = itertools.count(1)
 
 
-def observability_middleware(
-    metrics_of: Callable[[Scope], Metrics | None],
-) -> Callable[[ASGIApp], ASGIApp]:
-    """Request id in and out; ``X-Model-Tier-Requested`` on problems too; metrics; a log line."""
+def _new_prefix() -> None:
+    global _ID_PREFIX, _ids
+    _ID_PREFIX, _ids = uuid.uuid4().hex[:16], itertools.count(1)
 
-    def factory(app: ASGIApp) -> ASGIApp:
-        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != ScopeType.HTTP:
-                await app(scope, receive, send)
-                return
-            started = time.perf_counter()
-            sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-            request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
-            state: dict[str, Any] = scope.setdefault("state", {})
-            state["request_id"] = request_id
-            status = 500
 
-            async def send_wrapped(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    headers = list(message.get("headers", []))
-                    headers.append((b"x-request-id", request_id.encode()))
-                    requested = state.get("tier_requested")
-                    if requested and not any(k == b"x-model-tier-requested" for k, _ in headers):
-                        headers.append((b"x-model-tier-requested", requested.encode()))
-                    message["headers"] = headers
-                await send(message)
+os.register_at_fork(after_in_child=_new_prefix)  # a forked worker must not repeat its parent
 
-            route = OBSERVED.get(scope["path"])
-            metrics = metrics_of(scope) if route else None
-            if metrics is None:
-                await app(scope, receive, send_wrapped)
-                return
-            metrics.in_flight.inc()
-            try:
-                await app(scope, receive, send_wrapped)
-            finally:
-                metrics.in_flight.dec()
-                elapsed = time.perf_counter() - started
-                metrics.observe(route or "", status, state, elapsed)
-                if log.isEnabledFor(logging.INFO):
-                    log.info(
-                        "request",
-                        extra={
-                            "request_id": request_id,
-                            "method": scope["method"],
-                            "path": scope["path"],
-                            "status": status,
-                            "duration_ms": round(elapsed * 1000, 3),
-                            "tier_requested": state.get("tier_requested"),
-                            "tier_served": state.get("tier_served"),
-                            "fallback_reason": state.get("fallback_reason"),
-                            "upstream_ms": _ms(state.get("upstream_s")),
-                            "problem": state.get("problem"),
-                        },
-                    )
 
-        return middleware
+def request_id_from(sent: bytes | None) -> str:
+    """The client's ``X-Request-Id`` when it is sane, else a new one (a per-process random
+    prefix and a counter: unique, and cheaper than a uuid4 per request)."""
+    if sent is not None:
+        text = sent.decode("latin-1")
+        if _REQUEST_ID.match(text):
+            return text
+    return f"{_ID_PREFIX}{next(_ids):016x}"  # 32 hex digits, as a uuid4 hex
 
-    return factory
+
+def log_request(call: Call, method: str, status: int, elapsed: float) -> None:
+    """The request's one log line, with the tier decisions (no bodies, no headers)."""
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "request",
+            extra={
+                "request_id": call.request_id,
+                "method": method,
+                "path": call.path,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "tier_requested": call.tier_requested,
+                "tier_served": call.tier_served,
+                "fallback_reason": call.fallback_reason,
+                "upstream_ms": _ms(call.upstream_s),
+                "problem": call.problem,
+            },
+        )
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """For the routes Litestar serves: the request id in the scope's state and on the
+    answer. (The completion lane does this, metrics and the log line itself.)"""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        request_id = request_id_from(dict(scope["headers"]).get(b"x-request-id"))
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        await app(scope, receive, send_wrapped)
+
+    return middleware
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -1,8 +1,10 @@
 """The one place that renders errors: RFC 9457 ``application/problem+json``.
 
-Registered as the app's exception handlers for the gateway's own errors, for Litestar's
-HTTP exceptions (404, 405, 413, ...) and, last resort, for anything unexpected: that becomes
-a 500 problem with no traceback and no message text, while the traceback goes to the log.
+Two callers, one rendering: the completion lane (``gateway.lane``) turns an exception into
+``(status, headers, body)`` with ``render``/``render_internal``, and Litestar's exception
+handlers (registered for the other routes) wrap the same bodies in a ``Response``. Anything
+unexpected becomes a 500 problem with no traceback and no message text, while the traceback
+goes to the log.
 """
 
 from __future__ import annotations
@@ -26,6 +28,39 @@ _SLUGS = {
 }
 
 
+def gateway_problem(exc: GatewayError, path: str, request_id: str | None) -> dict[str, Any]:
+    body = exc.problem()
+    body.setdefault("instance", path)
+    if request_id:
+        body["request_id"] = request_id
+    return body
+
+
+def internal_problem(path: str) -> dict[str, Any]:
+    return {
+        "type": PROBLEM_BASE + "internal",
+        "title": "Internal gateway error",
+        "status": 500,
+        "detail": "The gateway failed; the error is logged.",
+        "instance": path,
+    }
+
+
+def http_problem(status: int, detail: str | None, path: str) -> dict[str, Any]:
+    slug, title = _SLUGS.get(status, ("http-error", detail or "HTTP error"))
+    return {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "instance": path,
+    }
+
+
+def log_internal(method: str, path: str, exc: BaseException) -> None:
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+
+
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(
         content=msgspec.json.encode(body),
@@ -36,39 +71,20 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
 
 
 def gateway_error_handler(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
-    body = exc.problem()
-    body.setdefault("instance", request.url.path)
     request.state.problem = exc.slug  # for the request's log line
     request_id = request.scope.get("state", {}).get("request_id")
-    if request_id:
-        body["request_id"] = request_id
-    return problem_response(body, exc.headers)
+    return problem_response(gateway_problem(exc, request.url.path, request_id), exc.headers)
 
 
 def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    status = exc.status_code
-    slug, title = _SLUGS.get(status, ("http-error", exc.detail or "HTTP error"))
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + slug,
-        "title": title,
-        "status": status,
-        "detail": exc.detail or title,
-        "instance": request.url.path,
-    }
+    body = http_problem(exc.status_code, exc.detail, request.url.path)
     return problem_response(body, dict(exc.headers or {}))
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """A bug: log it with its traceback, answer without either (RFC 9457, status 500)."""
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = {
-        "type": PROBLEM_BASE + "internal",
-        "title": "Internal gateway error",
-        "status": 500,
-        "detail": "The gateway failed; the error is logged.",
-        "instance": request.url.path,
-    }
-    return problem_response(body)
+    log_internal(request.method, request.url.path, exc)
+    return problem_response(internal_problem(request.url.path))
 
 
 EXCEPTION_HANDLERS: Any = {

@@ -1,4 +1,5 @@
-"""``POST /generate``: the native contract (prompt + schema -> validated JSON)."""
+"""``POST /generate``: the native contract (prompt + schema -> validated JSON). Served by
+the completion lane (``gateway.lane``); ``DOCS`` is its OpenAPI operation."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import time
 from typing import Any
 
 import msgspec
-from litestar import Response, post
-from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Operation
 
 from gateway.decoding import decode_body
 from gateway.dispatch import Job
-from gateway.openapi import json_body_operation
-from gateway.routes.common import AnyRequest, route, runtime_of, tier_headers
+from gateway.openapi import PROBLEMS, json_body, json_response
+from gateway.routes.common import Answer, Call, route, tier_headers
+from gateway.runtime import Runtime
 from gateway.schemas import GenerateRequest, GenerateResponse, Usage
 from gateway.settings import Tier
 from gateway.upstream import TierReply
@@ -44,19 +45,11 @@ def upstream_payload(req: GenerateRequest, tier: Tier) -> bytes:
     )
 
 
-@post(
-    "/generate",
-    status_code=200,
-    operation_class=json_body_operation(GenerateRequest),
-    responses={200: ResponseSpec(data_container=GenerateResponse, description="Validated output")},
-    summary="Generate JSON that satisfies a schema",
-)
-async def generate(request: AnyRequest) -> Response[Any]:
+async def generate(runtime: Runtime, call: Call) -> Answer:
     started = time.perf_counter()
-    runtime = runtime_of(request)
-    req = decode_body(await request.body(), GenerateRequest)
+    req = decode_body(call.body, GenerateRequest)
     checked = runtime.checker.check(req.schema)  # preflight: before any tier is chosen
-    choice, mode, timeout = route(request, runtime, model=None)
+    choice, mode, timeout = route(call, runtime, model=None)
 
     def check(reply: TierReply) -> Any:
         choice0 = reply.completion.choices[0]
@@ -69,7 +62,7 @@ async def generate(request: AnyRequest) -> Response[Any]:
             client_timeout_s=timeout,
             payload=lambda tier: upstream_payload(req, tier),
             check=check,
-            request_id=request.state.request_id,
+            request_id=call.request_id,
         )
     )
     completion = outcome.reply.completion
@@ -83,11 +76,14 @@ async def generate(request: AnyRequest) -> Response[Any]:
         usage=completion.usage or Usage(),
         latency_ms=round(outcome.reply.latency_s * 1000, 2),
     )
-    return Response(
-        content=msgspec.json.encode(body),
-        media_type="application/json",
-        headers=tier_headers(request, outcome, started, checked.unenforced),
+    return Answer(
+        msgspec.json.encode(body), tier_headers(call, outcome, started, checked.unenforced)
     )
 
 
-HANDLERS = [generate]
+DOCS = Operation(
+    summary="Generate JSON that satisfies a schema",
+    operation_id="Generate",
+    request_body=json_body(GenerateRequest),
+    responses={"200": json_response(GenerateResponse, "Validated output"), **PROBLEMS},
+)

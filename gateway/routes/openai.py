@@ -3,7 +3,8 @@
 The official ``openai`` client works unchanged: point ``base_url`` at the gateway and name a
 tier (``dev``, ``prod``) or a tier's model as ``model``. A ``json_schema`` response format is
 preflighted and the answer validated exactly as on ``/generate``; the tier's JSON is then
-forwarded as it came, so nothing is re-encoded on the hot path.
+forwarded as it came, so nothing is re-encoded on the hot path. The completion is served by
+the completion lane (``gateway.lane``); ``/v1/models`` by Litestar.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import time
 from typing import Any
 
 import msgspec
-from litestar import Response, get, post
+from litestar import get
+from litestar.openapi.spec import Operation
 
 from gateway.decoding import decode_body
 from gateway.dispatch import Job
 from gateway.errors import OutputInvalid
-from gateway.openapi import json_body_operation
-from gateway.routes.common import AnyRequest, route, runtime_of, tier_headers
+from gateway.openapi import PROBLEMS, json_body, json_response
+from gateway.routes.common import Answer, AnyRequest, Call, route, runtime_of, tier_headers
+from gateway.runtime import Runtime
 from gateway.schemas import (
     ChatCompletionRequest,
     JsonObjectFormat,
@@ -51,16 +54,9 @@ def check_json_object(reply: TierReply) -> Any:
     return value
 
 
-@post(
-    "/v1/chat/completions",
-    status_code=200,
-    operation_class=json_body_operation(ChatCompletionRequest),
-    summary="OpenAI-compatible chat completion (non-streaming)",
-)
-async def chat_completions(request: AnyRequest) -> Response[Any]:
+async def chat_completions(runtime: Runtime, call: Call) -> Answer:
     started = time.perf_counter()
-    runtime = runtime_of(request)
-    req = decode_body(await request.body(), ChatCompletionRequest)
+    req = decode_body(call.body, ChatCompletionRequest)
     unenforced: tuple[str, ...] = ()
     check = None
     fmt = req.response_format
@@ -74,7 +70,7 @@ async def chat_completions(request: AnyRequest) -> Response[Any]:
 
     elif isinstance(fmt, JsonObjectFormat):
         check = check_json_object
-    choice, mode, timeout = route(request, runtime, model=req.model)  # after the preflight
+    choice, mode, timeout = route(call, runtime, model=req.model)  # after the preflight
 
     def payload(tier: Tier) -> bytes:
         return msgspec.json.encode(msgspec.structs.replace(req, model=tier.model))
@@ -86,14 +82,18 @@ async def chat_completions(request: AnyRequest) -> Response[Any]:
             client_timeout_s=timeout,
             payload=payload,
             check=check,
-            request_id=request.state.request_id,
+            request_id=call.request_id,
         )
     )
-    return Response(
-        content=outcome.reply.body,
-        media_type="application/json",
-        headers=tier_headers(request, outcome, started, unenforced),
-    )
+    return Answer(outcome.reply.body, tier_headers(call, outcome, started, unenforced))
+
+
+DOCS = Operation(
+    summary="OpenAI-compatible chat completion (non-streaming)",
+    operation_id="ChatCompletions",
+    request_body=json_body(ChatCompletionRequest),
+    responses={"200": json_response(None, "The tier's chat.completion, as it came"), **PROBLEMS},
+)
 
 
 @get("/v1/models", summary="The tiers, as models")
@@ -115,4 +115,4 @@ async def list_models(request: AnyRequest) -> ModelList:
     )
 
 
-HANDLERS = [chat_completions, list_models]
+HANDLERS = [list_models]

@@ -79,6 +79,8 @@ def test_request_id_is_propagated_to_the_tier_and_back(
     assert route.calls.last.request.headers["x-request-id"] == "req-42"
     generated = client.post("/generate", json=body()).headers["x-request-id"]
     assert len(generated) == 32 and generated != "req-42"
+    insane = client.post("/generate", json=body(), headers={"X-Request-Id": "a b\tc"})
+    assert insane.headers["x-request-id"] not in (generated, "a b\tc")  # replaced, and new
 
 
 def test_modal_tier_gets_proxy_auth_and_follows_303_chain(

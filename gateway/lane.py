@@ -1,0 +1,150 @@
+"""The completion lane: ``POST /generate`` and ``POST /v1/chat/completions``, served on raw
+ASGI in front of Litestar's router.
+
+Why: these two routes are the gateway's traffic, and with the upstream client made cheap
+(``gateway.transport``), Litestar's request/response machinery (router, exception
+middleware, ``Request``, signature model, ``Response``) was the largest remaining cost, about
+0.15 ms of CPU of ~0.7 ms per request (py-spy, c=16; docs/benchmarks.md). Every other route
+(``/health``, ``/ready``, ``/status``, ``/warmup``, ``/metrics``, ``/v1/models``, ``/docs``)
+stays a Litestar handler, and the lane's routes are still in the OpenAPI document.
+
+The lane does for its routes what Litestar and the observability middleware do for the
+others: reads the body within the size limit, gives the request an id (the client's
+``X-Request-Id`` when it is sane), renders every error as a problem (``gateway.problems``),
+answers a wrong method with 405, counts the request in the metrics and writes its log line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from litestar.types import HTTPScope, Receive, Send
+
+from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.observability import log_request, request_id_from
+from gateway.problems import (
+    PROBLEM_JSON,
+    gateway_problem,
+    http_problem,
+    internal_problem,
+    log_internal,
+)
+from gateway.routes.common import ROUTING_HEADERS, Answer, Call
+from gateway.runtime import Runtime
+
+Handler = Callable[[Runtime, Call], Awaitable[Answer]]
+
+_JSON = (b"content-type", b"application/json")
+_PROBLEM = (b"content-type", PROBLEM_JSON.encode())
+
+
+class ClientGone(Exception):
+    """The client hung up before its body arrived: there is nobody to answer."""
+
+
+class Lane:
+    """``routes``: path -> (the route's name in metrics and logs, handler)."""
+
+    def __init__(self, routes: dict[str, tuple[str, Handler]], *, max_body_bytes: int) -> None:
+        self.routes = routes
+        self.max_body_bytes = max_body_bytes
+        self.runtime: Runtime | None = None  # set by the app's lifespan
+
+    async def __call__(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        name, handler = self.routes[path]
+        started = time.perf_counter()
+        wanted: dict[bytes, bytes] = {}
+        sent_id = length = None
+        for key, value in scope["headers"]:
+            if key in ROUTING_HEADERS:
+                wanted[key] = value
+            elif key == b"x-request-id":
+                sent_id = value
+            elif key == b"content-length":
+                length = value
+        call = Call(path, wanted, b"", request_id_from(sent_id))
+        runtime = self.runtime
+        metrics = runtime.metrics if runtime is not None else None
+        status = 500
+        if metrics is not None:
+            metrics.in_flight.inc()
+        try:
+            status, headers, body = await self._answer(
+                runtime, handler, call, scope, receive, length
+            )
+            headers.append((b"x-request-id", call.request_id.encode()))
+            headers.append((b"content-length", b"%d" % len(body)))
+            start: Any = {"type": "http.response.start", "status": status, "headers": headers}
+            await send(start)
+            end: Any = {"type": "http.response.body", "body": body}
+            await send(end)
+        except ClientGone:
+            status = 499  # nginx's word for it; nothing was sent
+        finally:
+            elapsed = time.perf_counter() - started
+            if metrics is not None:
+                metrics.in_flight.dec()
+                metrics.observe_call(name, status, call, elapsed)
+            log_request(call, scope["method"], status, elapsed)
+
+    async def _answer(
+        self,
+        runtime: Runtime | None,
+        handler: Handler,
+        call: Call,
+        scope: HTTPScope,
+        receive: Receive,
+        length: bytes | None,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        path = call.path
+        try:
+            if scope["method"] != "POST":
+                problem = http_problem(405, f"{path} takes POST", path)
+                return 405, [_PROBLEM, (b"allow", b"POST")], msgspec.json.encode(problem)
+            if runtime is None:  # a request before the lifespan ran: servers don't send one
+                problem = http_problem(503, "the gateway is starting", path)
+                return 503, [_PROBLEM, (b"retry-after", b"1")], msgspec.json.encode(problem)
+            call.body = await self._read_body(receive, length)
+            answer = await handler(runtime, call)
+            return 200, [_JSON, *answer.headers], answer.body
+        except GatewayError as exc:
+            call.problem = exc.slug
+            headers = [_PROBLEM]
+            headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+            if call.tier_requested is not None:
+                headers.append((b"x-model-tier-requested", call.tier_requested.encode()))
+            body = gateway_problem(exc, path, call.request_id)
+            return exc.status, headers, msgspec.json.encode(body)
+        except ClientGone:
+            raise
+        except Exception as exc:  # noqa: BLE001  a bug: logged with its traceback, answered without it
+            log_internal(scope["method"], path, exc)
+            call.problem = "internal"
+            return 500, [_PROBLEM], msgspec.json.encode(internal_problem(path))
+
+    async def _read_body(self, receive: Receive, length: bytes | None) -> bytes:
+        limit = self.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
+        message: Any = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False) and message["type"] == "http.request":
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
+            return body
+        chunks = [body]
+        size = len(body)
+        while message["type"] == "http.request" and message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
+            chunks.append(chunk)
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        return b"".join(chunks)
