@@ -22,7 +22,8 @@ from litestar.openapi.spec import Operation
 from gateway.clock import Clock, SystemClock
 from gateway.dispatch import Dispatcher
 from gateway.lane import Lane
-from gateway.observability import Metrics, configure_logging, request_id_middleware
+from gateway.logs import configure_logging
+from gateway.observability import Metrics, request_id_middleware
 from gateway.openapi import document
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import generate, openai, ops

@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -226,34 +225,3 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
-
-
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; the record's ``extra`` fields become top-level keys."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        line.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
-        line.pop("message", None)
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return msgspec.json.encode(line).decode()
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stderr for the gateway; the HTTP client's own chatter stays at WARNING."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)

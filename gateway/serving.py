@@ -16,7 +16,7 @@ import sys
 import tempfile
 from contextlib import closing
 
-from gateway.observability import configure_logging
+from gateway.logs import configure_logging
 from gateway.settings import EMBEDDED_URL_ENV, WARMTH_DB_ENV, Settings
 
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish on SIGTERM

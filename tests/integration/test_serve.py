@@ -171,3 +171,17 @@ def test_workers_share_one_truth_about_warmth() -> None:
             }
             assert states == {"warm"}
             assert prod.health_calls == 4  # one warm-up (503, 503, 503, 200) for both workers
+
+
+def test_the_serve_supervisor_imports_no_app() -> None:
+    """With --workers > 1 the process that runs `gateway serve` only supervises: Litestar,
+    prometheus_client and the app stay out of it (~25 MB it would hold for nothing)."""
+    code = (
+        "import sys, gateway.cli, gateway.serving; "
+        "print(sorted(m for m in ('litestar', 'prometheus_client', 'gateway.app') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
