@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 LOCAL_EXPECTED_COLD_START_S = 30.0  # first start converts GGUF (~30 s); later starts ~5 s
 LOCAL_STARTUP_TIMEOUT_S = 300.0  # a loaded 2-core machine can take minutes to import torch
 NEVER_SCALES_DOWN_S = 365 * 24 * 3600.0
+STARTUP_CHECK_S = 2.0  # how long start-up waits for a remote tier's first health answer
 
 
 def warmth_config(tier: Tier) -> TierWarmthConfig:
@@ -89,10 +90,27 @@ class TierStates:
 
     async def start(self) -> None:
         """Warm up what may be probed for free (the embedded tier, plain OpenAI servers), so
-        their state and cold start are learned; start the keep-warm loop."""
+        their state and cold start are learned; start the keep-warm loop.
+
+        A remote tier's first probe is awaited, for up to ``STARTUP_CHECK_S``: while it is
+        in flight the tier reads as ``warming`` with the ETA of a cold start, so a request
+        arriving then would fall back from a tier that is up. The embedded tier is not
+        awaited: it was just started, its boot is real, and `gateway serve` answers at once.
+        """
+        checks = []
         for name in self.probes:
-            if self.tracker.config(name).probe_is_free:
+            config = self.tracker.config(name)
+            if config.probe_is_free:
                 self.tracker.trigger_warm_up(name, self.probes[name])
+                if config.kind != "local":
+                    checks.append(
+                        asyncio.create_task(self.tracker.wait_warm(name, STARTUP_CHECK_S))
+                    )
+        if checks:  # bounded in real time too: a test's manual clock never advances by itself
+            _, late = await asyncio.wait(checks, timeout=STARTUP_CHECK_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*checks, return_exceptions=True)
         self._keepwarm = asyncio.create_task(run_keepwarm(self.tracker, self.probes))
 
     async def aclose(self) -> None:

@@ -273,3 +273,24 @@ def test_warm_prod_is_called_directly(
     assert response.headers["x-model-tier-served"] == "prod"
     assert prod.call_count == 1
     _ = warm_prod  # the fixture's helper, also used by other modules
+
+
+def test_a_plain_tier_that_is_up_serves_the_first_request_after_start(
+    make_client: Any, make_settings: Any, router: respx.MockRouter
+) -> None:
+    """A self-hosted (kind openai) prod is checked once at start-up. Until that probe
+    answers, prod reads as warming with the 424 s cold-start ETA from tiers.toml; start-up
+    waits for the answer, so the first request is not sent to dev for a prod that is up."""
+
+    async def slow_health(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.3)  # a network round trip longer than the app's start
+        return httpx.Response(200)
+
+    router.get(PROD_URL + "/health", name="prod-health").mock(side_effect=slow_health)
+    router.post(PROD_URL + CHAT).respond(200, json=completion())
+    client = make_client(make_settings(GATEWAY_TIER_PROD_KIND="openai"))
+    body = {"prompt": "Invent a person.", "schema": PERSON_SCHEMA}
+    response = client.post("/generate", json=body, headers={"X-Model-Tier": "prod"})
+    assert response.status_code == 200
+    assert response.headers["x-model-tier-served"] == "prod"
+    assert "x-fallback-reason" not in response.headers
