@@ -72,6 +72,8 @@ class RawRequest(NamedTuple):
         body: bytes = b"",
     ) -> RawRequest:
         parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+        if method == "HEAD":  # its answer has a length but no body: the parser can't tell
+            raise httpx.UnsupportedProtocol("HEAD is not supported by this transport")
         if parsed.scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {parsed.scheme!r}")
         origin = Origin(parsed.scheme, parsed.host, parsed.port or DEFAULT_PORTS[parsed.scheme])

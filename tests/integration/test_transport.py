@@ -350,6 +350,12 @@ async def test_a_cancelled_exchange_never_leaves_its_socket_in_the_pool(serve, c
     assert state["connections"] == 2  # the second request did not reuse the spent socket
 
 
+async def test_what_it_does_not_speak_is_refused_before_any_socket() -> None:
+    for method, url in (("HEAD", "http://127.0.0.1:9/x"), ("GET", "ftp://127.0.0.1:9/x")):
+        with pytest.raises(httpx.UnsupportedProtocol):
+            RawRequest.to(method, url)
+
+
 async def test_header_values_cannot_smuggle_lines() -> None:
     request = RawRequest.to("GET", "http://127.0.0.1:9/x", [("x-a", "1\r\nx-b: 2")])
     with pytest.raises(httpx.LocalProtocolError):
