@@ -3,6 +3,7 @@ drains in-flight requests before exiting 0."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ def gateway_process(env: dict[str, str], *args: str) -> Iterator[tuple[subproces
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own group: workers are stopped with it, never orphaned
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -44,15 +46,24 @@ def gateway_process(env: dict[str, str], *args: str) -> Iterator[tuple[subproces
             except httpx.TransportError:
                 time.sleep(0.1)
         else:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"gateway did not start: {proc.communicate()[0]}")
         yield proc, url
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_group(proc)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def stop_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM to the whole group (supervisor and workers drain), SIGKILL what is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # workers still draining, or a hung supervisor
+    proc.wait()
 
 
 def test_serve_prints_where_it_listens_and_what_tiers_point_at() -> None:

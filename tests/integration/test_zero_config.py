@@ -5,6 +5,7 @@ Real processes, real model (SmolLM2-135M on the CPU), real XGrammar: marked `mod
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,6 +52,7 @@ def gateway() -> Iterator[Gateway]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # a kill takes the embedded tier's process with it
     )
     url = f"http://127.0.0.1:{port}"
     gw = Gateway(proc, url)
@@ -61,7 +63,7 @@ def gateway() -> Iterator[Gateway]:
             break
         except httpx.TransportError:
             if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
+                kill_group(proc)
                 pytest.fail(f"gateway did not start: {proc.communicate()[0]}")
             time.sleep(0.1)
     # The gateway answers before the model is loaded: the dev tier is still booting.
@@ -84,10 +86,14 @@ def gateway() -> Iterator[Gateway]:
     try:
         gw.early["exit"] = proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_group(proc)  # whatever is left: a hung gateway, or its child
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_the_gateway_answers_while_the_model_loads(gateway: Gateway) -> None:
