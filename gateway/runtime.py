@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.dispatch import Dispatcher
 from gateway.observability import Metrics
 from gateway.schema_check import SchemaChecker
+from gateway.serving import follow_supervisor
 from gateway.settings import Settings
 from gateway.tierstate import TierStates
 from gateway.upstream import TierClient
@@ -22,11 +25,18 @@ class Runtime:
     dispatcher: Dispatcher
     checker: SchemaChecker
     metrics: Metrics
+    _watchdog: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def start(self) -> None:
         await self.warmth.start()
+        if self.settings.supervisor_pid is not None:
+            self._watchdog = asyncio.create_task(follow_supervisor(self.settings.supervisor_pid))
 
     async def aclose(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         await self.warmth.aclose()
         for client in self.clients.values():
             await client.aclose()

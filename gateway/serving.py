@@ -8,6 +8,8 @@ requests (the server's graceful shutdown), then the child is stopped and we exit
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
 import socket
@@ -17,8 +19,9 @@ import tempfile
 from contextlib import closing
 
 from gateway.logs import configure_logging
-from gateway.settings import EMBEDDED_URL_ENV, WARMTH_DB_ENV, Settings
+from gateway.settings import EMBEDDED_URL_ENV, SUPERVISOR_ENV, WARMTH_DB_ENV, Settings
 
+log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish on SIGTERM
 CHILD_STOP_S = 10  # the CPU tier exits at once on SIGTERM; SIGKILL after this
 
@@ -46,6 +49,16 @@ def stop(child: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+async def follow_supervisor(pid: int, every_s: float = 1.0) -> None:
+    """In a worker of ``serve --workers N``: once the supervisor ``pid`` is gone (killed hard,
+    so it could not stop its workers), drain and stop, as on SIGTERM. Otherwise an orphaned
+    worker would go on serving the port and block the next ``gateway serve`` from binding it."""
+    while os.getppid() == pid:  # noqa: ASYNC110  nothing signals a parent's death: poll
+        await asyncio.sleep(every_s)
+    log.warning("the gateway serve supervisor (pid %d) is gone: this worker stops", pid)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def describe(settings: Settings, host: str, port: int) -> str:
@@ -82,6 +95,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
         # and their tiers' warmth through one store, so warm-ups stay single-flight.
         if not settings.warmth_db:
             os.environ[WARMTH_DB_ENV] = os.path.join(shared, "warmth.db")
+        # and a worker whose supervisor is gone (killed hard) stops itself (runtime.py).
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
     print(describe(settings, host, port), flush=True)
     stopped: list[int] = []
     # uvicorn drains on SIGTERM, restores the handler it found and raises the signal again;

@@ -33,6 +33,7 @@ from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs
 MODAL_HOLD_S = 150.0  # a Modal web endpoint holds a request this long, then answers 303
 WARMTH_DB_ENV = "GATEWAY_WARMTH_DB"  # set by `gateway serve --workers N` when unset
 EMBEDDED_URL_ENV = "GATEWAY_EMBEDDED_TIER_URL"  # set by `gateway serve` for its workers
+SUPERVISOR_ENV = "GATEWAY_SUPERVISOR_PID"  # set by `gateway serve --workers N` for its workers
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.toml"
 
 Kind = Literal["modal", "openai"]
@@ -121,6 +122,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tiers: dict[str, Tier]
     local_tier: Literal["auto", "off"] = "auto"
     warmth_db: str = ""
+    supervisor_pid: int | None = None  # a worker of `gateway serve --workers N`: its parent
     modal_key: Secret | None = None
     modal_secret: Secret | None = None
 
@@ -238,6 +240,7 @@ def load_settings(
         tiers=tiers,
         local_tier=local_mode,  # type: ignore[arg-type]
         warmth_db=env.get(WARMTH_DB_ENV) or file.warmth_db,
+        supervisor_pid=int(env[SUPERVISOR_ENV]) if env.get(SUPERVISOR_ENV, "").isdigit() else None,
         modal_key=Secret(key_) if key_ else None,
         modal_secret=Secret(secret) if secret else None,
     )

@@ -196,3 +196,31 @@ def test_the_serve_supervisor_imports_no_app() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_workers_stop_when_their_supervisor_is_killed_hard() -> None:
+    """SIGKILL gives `gateway serve` no chance to stop its workers: they notice and drain,
+    instead of serving the port on as orphans and blocking the next start."""
+    with stub_upstream() as dev:
+        env = {
+            "GATEWAY_TIER_DEV_URL": f"http://127.0.0.1:{dev.server_address[1]}",
+            "GATEWAY_TIER_DEV_KIND": "openai",
+        }
+        with gateway_process(env, "--workers", "2") as (proc, url):
+            workers = subprocess.run(
+                ["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
+            assert len(workers) == 2
+            proc.kill()  # the supervisor only
+            proc.wait()
+            deadline = time.monotonic() + 20
+            alive = workers
+            while alive and time.monotonic() < deadline:
+                time.sleep(0.2)
+                alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+            assert alive == []
+            with pytest.raises(httpx.TransportError):
+                httpx.get(url + "/health", timeout=1.0)
