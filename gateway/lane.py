@@ -127,24 +127,24 @@ class Lane:
             return 500, [_PROBLEM], msgspec.json.encode(internal_problem(path))
 
     async def _read_body(self, receive: Receive, length: bytes | None) -> bytes:
+        """The whole body, counted as it arrives (a chunked upload has no length to check)."""
         limit = self.max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
-        message: Any = await receive()
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False) and message["type"] == "http.request":
-            if len(body) > limit:
-                raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
-            return body
-        chunks = [body]
-        size = len(body)
-        while message["type"] == "http.request" and message.get("more_body", False):
-            message = await receive()
-            chunk = message.get("body", b"")
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message: Any = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
+                raise self._too_large()
+            if not message.get("more_body", False):
+                return b"".join([*chunks, chunk]) if chunks else chunk
             chunks.append(chunk)
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        return b"".join(chunks)
+
+    def _too_large(self) -> PayloadTooLarge:
+        limit = self.max_body_bytes
+        return PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)

@@ -71,7 +71,6 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
 
 
 def gateway_error_handler(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
-    request.state.problem = exc.slug  # for the request's log line
     request_id = request.scope.get("state", {}).get("request_id")
     return problem_response(gateway_problem(exc, request.url.path, request_id), exc.headers)
 
