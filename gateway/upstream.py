@@ -121,7 +121,8 @@ class TierClient:
         self._auth = frozenset(k for k in headers if k.startswith("Modal-"))
         self._headers = tuple(headers.items())
         self._origin = _origin(tier.url) if tier.url else None
-        self._chat = RawRequest.to("POST", tier.url + CHAT_PATH) if tier.url else None
+        json_post = (*self._headers, ("content-type", "application/json"))
+        self._chat = RawRequest.to("POST", tier.url + CHAT_PATH, json_post) if tier.url else None
         self._health = (
             RawRequest.to("GET", tier.url + HEALTH_PATH, self._headers) if tier.url else None
         )
@@ -148,13 +149,13 @@ class TierClient:
             raise self._unconfigured()
         name = self.tier.name
         started = time.perf_counter()
-        headers = (*self._headers, ("content-type", "application/json"))
+        request = self._chat._replace(body=payload)
         if request_id:
-            headers = (*headers, ("x-request-id", request_id))
+            request = request._replace(headers=(*request.headers, ("x-request-id", request_id)))
         try:
             async with asyncio.timeout(budget_s):
                 response = await self._send_following(
-                    self._chat._replace(headers=headers, body=payload),
+                    request,
                     started=started,
                     budget_s=budget_s,
                 )
