@@ -19,6 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Operation
 
+from gateway.auth import Gate
 from gateway.clock import Clock, SystemClock
 from gateway.dispatch import Dispatcher
 from gateway.lane import Lane
@@ -43,6 +44,7 @@ def create_app(
     """Build the app; ``transport`` replaces the network for every tier, ``clock`` the time
     (tests)."""
     clock = clock or SystemClock()
+    gate = Gate(settings)  # API keys, limits, spend: on when settings.keys_file is set
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -86,10 +88,10 @@ def create_app(
         lane,
         {"/generate": generate.DOCS, "/v1/chat/completions": openai.DOCS},
         route_handlers=[*openai.HANDLERS, *ops.HANDLERS],
-        lifespan=[lifespan],
+        lifespan=[lifespan, gate.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
-        middleware=[request_id_middleware],
+        middleware=[request_id_middleware, gate.middleware],
         openapi_config=OpenAPIConfig(
             title="tier-gateway",
             version="0.1.0",

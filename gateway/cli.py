@@ -1,12 +1,14 @@
-"""``gateway serve | status | warmup | deploy | bench | fixtures``.
+"""``gateway serve | status | warmup | deploy | bench | fixtures | keys``.
 
 >>> gateway serve --port 8000            # embedded CPU tier serves `dev` if no URL is set
 >>> gateway warmup --tier prod --wait    # progress against the ETA; non-zero past the deadline
+>>> gateway keys create team-a --tiers dev,prod --rpm 60   # the key alone on the last line
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -22,7 +24,24 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    if settings.keys_file is None and not args.no_auth and not _loopback(args.host):
+        print(
+            f"gateway: refusing to serve {args.host} without API keys: anyone who reaches it "
+            "could wake the GPU tiers. Set keys_file (GATEWAY_KEYS_FILE; `gateway keys "
+            "create`), or pass --no-auth to serve it open.",
+            file=sys.stderr,
+        )
+        return 2
     return serve(settings, host=args.host, port=args.port, workers=args.workers)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -56,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--no-auth", action="store_true", help="serve a non-loopback --host without API keys"
+    )
     serve.set_defaults(func=_serve)
 
     status = sub.add_parser("status", help="per-tier state of a running gateway")
@@ -74,12 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--tier", choices=["dev", "prod", "all"], default="all")
     deploy.set_defaults(func=_deploy)
 
-    # `fixtures` and `bench`: their arguments live beside their code.
+    # `fixtures`, `bench` and `keys`: their arguments live beside their code.
+    from gateway.keys_cli import add_keys_parser
     from gateway.suite import add_bench_parser
     from gateway.testing.commands import add_fixtures_parser
 
     add_fixtures_parser(sub)
     add_bench_parser(sub)
+    add_keys_parser(sub)
     return parser
 
 

@@ -10,6 +10,10 @@ the deadline): unreachable or 503 (``unavailable``), timeout or redirect chain e
 (``timeout``), other 5xx or garbage (``upstream-error``), output cut at max_tokens or breaking
 the schema (``truncated`` / ``schema``). A 4xx from the tier is the request's fault and is
 never retried elsewhere.
+
+With API keys on (``gateway.auth``), the job carries the request's ``Grant``: a tier the key
+may not use is refused with 403 before anything is planned, and fallback only ever considers
+the key's tiers (docs/operations.md, "Keys").
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import msgspec
 
 from gateway.errors import (
     BadUpstreamResponse,
+    Forbidden,
     GatewayError,
     OutputInvalid,
     TierTimeout,
     TierUnavailable,
     UpstreamError,
 )
+from gateway.keys import Grant
 from gateway.routing import Action, Budget, Plan, TierView, plan_request
 from gateway.settings import FallbackMode, Settings, Tier
 from gateway.upstream import TierClient, TierReply
@@ -50,6 +56,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     payload: Callable[[Tier], bytes]  # the upstream body for a given tier
     check: Callable[[TierReply], Any] | None = None  # parse + validate; raises OutputInvalid
     request_id: str | None = None
+    grant: Grant | None = None  # the API key's (None: keys off)
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,7 +97,18 @@ class Dispatcher:
     async def plan(self, job: Job) -> tuple[Plan, Budget]:
         tier = self.settings.tiers[job.requested]
         budget = Budget.for_tier(tier, job.client_timeout_s)
-        views = {name: await self.warmth.view(name) for name in tier.fallback}
+        grant = job.grant
+        if grant is not None and not grant.may_use(tier.name):
+            raise Forbidden(
+                f"key {grant.key.name!r} may not use tier {tier.name}; "
+                f"its tiers: {', '.join(grant.key.tiers) or 'none'}",
+                tier=tier.name,
+                key=grant.key.name,
+                allowed=list(grant.key.tiers),
+            )
+        # A fallback the key may not use is not a fallback: the planner never sees it.
+        allowed = [n for n in tier.fallback if grant is None or grant.may_use(n)]
+        views = {name: await self.warmth.view(name) for name in allowed}
         plan = plan_request(
             tier=tier,
             mode=job.mode,
@@ -149,6 +167,9 @@ class Dispatcher:
             self.warmth.record_failure(name, error.detail)
             raise
         self.warmth.record_success(name, reply.latency_s)
+        if job.grant is not None:  # the key pays for every answer, used or not
+            usage = reply.completion.usage
+            job.grant.answered(name, reply.latency_s, usage.total_tokens if usage else 0)
         try:
             output = job.check(reply) if job.check is not None else None
         except OutputInvalid as error:

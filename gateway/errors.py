@@ -11,6 +11,9 @@ place (``gateway.problems``) renders them as RFC 9457 ``application/problem+json
     │   ├── PayloadTooLarge         413  body over the configured limit
     │   ├── SchemaInvalid           400  `schema` is not a valid JSON Schema
     │   ├── SchemaUnsupported       422  valid, but uses features the tier cannot enforce
+    │   ├── Unauthenticated         401  no key, or not a live one (WWW-Authenticate: Bearer)
+    │   ├── Forbidden               403  the key may not use this tier or route
+    │   ├── RateLimited             429  the key is over a limit (Retry-After, x-ratelimit-*)
     │   └── UpstreamRejected        4xx  the tier refused the request (its reason is passed on)
     └── UpstreamError               5xx: a tier is at fault; every one names the tier
         ├── TierUnavailable         503  unreachable, down, cold under `deny`, unconfigured
@@ -112,6 +115,30 @@ class SchemaUnsupported(ClientError):
     status = 422
     slug = "schema-unsupported"
     title = "The JSON schema uses features the tier cannot enforce"
+
+
+class Unauthenticated(ClientError):
+    """Never says which key was sent: the detail names what was wrong with the header."""
+
+    status = 401
+    slug = "unauthenticated"
+    title = "A valid API key is required"
+
+    def __init__(self, detail: str, **members: Any) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="tier-gateway"'})
+        self.members.update(members)
+
+
+class Forbidden(ClientError):
+    status = 403
+    slug = "forbidden"
+    title = "The key may not do this"
+
+
+class RateLimited(ClientError):
+    status = 429
+    slug = "rate-limited"
+    title = "The key is over its limit"
 
 
 class UpstreamRejected(ClientError):

@@ -13,6 +13,7 @@ from gateway.observability import Metrics
 from gateway.schema_check import SchemaChecker
 from gateway.serving import follow_supervisor
 from gateway.settings import Settings
+from gateway.spend import spend_by_tier
 from gateway.tierstate import TierStates
 from gateway.upstream import TierClient
 
@@ -42,4 +43,8 @@ class Runtime:
             await client.aclose()
 
     async def status(self) -> dict[str, Any]:
-        return await self.warmth.status(self.metrics.counts())
+        out = await self.warmth.status(self.metrics.counts())
+        for tier, keys in spend_by_tier(self.metrics.registry).items():
+            if tier in out:  # what each API key spent on this tier (gateway.spend)
+                out[tier]["keys"] = keys
+        return out

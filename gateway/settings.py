@@ -15,6 +15,10 @@ Environment overrides (each named in errors with where it came from):
 - ``GATEWAY_MODAL_KEY`` / ``GATEWAY_MODAL_SECRET``: Modal proxy-auth token for ``modal`` tiers.
 - ``GATEWAY_LOCAL_TIER``: ``auto`` (default: the embedded CPU tier serves ``dev`` when dev
   has no URL) or ``off``.
+- ``GATEWAY_KEYS_FILE``: the API keys file (``gateway keys``); set, every route but
+  ``/health`` needs a key.
+- ``GATEWAY_LIMITS_STORE``: where per-key limits are counted: ``memory://`` (one process) or
+  a ``redis://`` URL (shared by every worker and replica).
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     tiers_file: str = "tiers.toml"
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
     warmth_db: str = ""  # shared warmth store (SQLite file); "" = in memory, one worker
+    keys_file: str = ""  # API keys (gateway keys); relative to this file; "" = keys off
+    limits_store: str = "memory://"  # per-key limits: memory:// (one process) or redis://...
     tiers: dict[str, TierFileEntry]
 
 
@@ -125,6 +131,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     supervisor_pid: int | None = None  # a worker of `gateway serve --workers N`: its parent
     modal_key: Secret | None = None
     modal_secret: Secret | None = None
+    keys_file: Path | None = None  # None: keys off (every route open)
+    limits_store: str = "memory://"
 
     @property
     def embedded_tier(self) -> Tier | None:
@@ -229,6 +237,18 @@ def load_settings(
     if gateway_env is not None and gateway_env not in tiers:
         raise SettingsError(f"GATEWAY_ENV: no tier named {gateway_env!r} in {path}")
 
+    keys_file = None  # from the environment as given (the shell's directory), else beside the file
+    if env.get("GATEWAY_KEYS_FILE"):
+        keys_file = Path(env["GATEWAY_KEYS_FILE"])
+    elif file.keys_file:
+        keys_file = path.parent / file.keys_file
+    limits_store = env.get("GATEWAY_LIMITS_STORE") or file.limits_store
+    if urlsplit(limits_store).scheme not in ("memory", "redis", "rediss", "redis+sentinel"):
+        where = (
+            "GATEWAY_LIMITS_STORE" if env.get("GATEWAY_LIMITS_STORE") else f"{path}: limits_store"
+        )
+        raise SettingsError(f"{where}: {limits_store!r} is not a memory:// or redis:// URL")
+
     key_, secret = env.get("GATEWAY_MODAL_KEY"), env.get("GATEWAY_MODAL_SECRET")
     if bool(key_) != bool(secret):
         raise SettingsError("GATEWAY_MODAL_KEY and GATEWAY_MODAL_SECRET must be set together")
@@ -243,4 +263,6 @@ def load_settings(
         supervisor_pid=int(env[SUPERVISOR_ENV]) if env.get(SUPERVISOR_ENV, "").isdigit() else None,
         modal_key=Secret(key_) if key_ else None,
         modal_secret=Secret(secret) if secret else None,
+        keys_file=keys_file,
+        limits_store=limits_store,
     )

@@ -49,6 +49,7 @@ class TierSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     gpu_snapshot: bool = False
     expected_cold_start_s: Positive
     port: Port = 8000
+    gpu_usd_per_hour: Positive | None = None  # what one GPU of ``gpu`` costs (per-key spend)
 
 
 class TiersFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
