@@ -78,6 +78,7 @@ class Gate:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
         """After the app's own lifespan (it needs ``app.state.runtime``'s metrics)."""
+        app.state.gate = self  # tests and the operator's shell reach the keys through the app
         if self.keys is None:
             yield
             return

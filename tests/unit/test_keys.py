@@ -1,0 +1,220 @@
+"""The keys file, the key store's reload, the Authorization header, the limits and the
+spend estimate: no app, no sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.auth import MAX_AUTHORIZATION_BYTES, key_from_header
+from gateway.cli import main
+from gateway.errors import RateLimited, Unauthenticated
+from gateway.keys import KeyRecord, KeysFileError, KeyStore, add_key, hash_key, new_key, revoke_key
+from gateway.quotas import Quotas, reset_text
+from gateway.settings import Settings, load_settings
+from gateway.spend import cost_usd, gpu_seconds
+
+
+def create(path: Path, name: str, *flags: str, capsys: Any) -> str:
+    assert main(["keys", "--file", str(path), "create", name, *flags]) == 0
+    return str(capsys.readouterr().out.splitlines()[-1])
+
+
+def test_create_prints_the_key_alone_on_the_last_line_and_stores_only_its_hash(
+    tmp_path: Path, capsys: Any
+) -> None:
+    path = tmp_path / "keys.json"
+    key = create(path, "team-a", "--tiers", "dev,prod", "--rpm", "60", capsys=capsys)
+    assert key.startswith("tg-") and len(key) > 40 and " " not in key
+    stored = path.read_text()
+    assert key not in stored and key[3:] not in stored
+    (record,) = json.loads(stored)["keys"]
+    assert record["hash"] == hash_key(key)
+    assert record["tiers"] == ["dev", "prod"] and record["rpm"] == 60
+    assert record["role"] == "client"
+    assert os.stat(path).st_mode & 0o077 == 0  # nobody else reads it
+    assert KeyStore(path).lookup(key) is not None
+
+
+def test_list_shows_names_never_keys(tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "keys.json"
+    key = create(path, "ops", "--tiers", "dev", "--admin", capsys=capsys)
+    assert main(["keys", "--file", str(path), "list"]) == 0
+    out = capsys.readouterr().out
+    assert "ops" in out and "admin" in out and "live" in out
+    assert key not in out and hash_key(key) not in out
+
+
+def test_revoke_unknown_name_fails_with_a_message(tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "keys.json"
+    assert main(["keys", "--file", str(path), "revoke", "nobody"]) == 1
+    assert "no live key named 'nobody'" in capsys.readouterr().err
+
+
+def test_a_live_name_cannot_be_created_twice(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    add_key(path, KeyRecord(name="a", hash=hash_key(new_key()), tiers=("dev",)))
+    with pytest.raises(KeysFileError, match="exists"):
+        add_key(path, KeyRecord(name="a", hash=hash_key(new_key()), tiers=("dev",)))
+
+
+def test_store_reloads_revocation_and_rotation_without_a_new_store(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    old, new = new_key(), new_key()
+    add_key(path, KeyRecord(name="team-a", hash=hash_key(old), tiers=("dev",)))
+    store = KeyStore(path)
+    assert store.lookup(old) is not None
+    assert store.refresh() is False  # unchanged: nothing read
+
+    revoke_key(path, "team-a")
+    add_key(path, KeyRecord(name="team-a", hash=hash_key(new), tiers=("dev",)))
+    assert store.refresh() is True
+    assert store.lookup(old) is None
+    record = store.lookup(new)
+    assert record is not None and record.name == "team-a"
+
+
+def test_a_broken_file_keeps_the_keys_last_read(tmp_path: Path, caplog: Any) -> None:
+    path = tmp_path / "keys.json"
+    key = new_key()
+    add_key(path, KeyRecord(name="a", hash=hash_key(key), tiers=("dev",)))
+    store = KeyStore(path)
+    path.write_text('{"keys": [{"name": "a"')  # an operator's half-saved edit
+    assert store.refresh() is False
+    assert store.lookup(key) is not None
+    assert "keys file not reloaded" in caplog.text
+
+
+def test_no_file_means_no_keys(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "absent.json")
+    assert store.lookup(new_key()) is None and store.names() == []
+
+
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        (None, "no API key"),
+        (b"", "must be `Bearer <key>`"),
+        (b"Bearer", "must be `Bearer <key>`"),
+        (b"Bearer ", "must be `Bearer <key>`"),
+        (b"Basic dXNlcjpwYXNz", "must be `Bearer <key>`"),
+        (b"Bearer  tg-abc", "must be `Bearer <key>`"),  # two spaces
+        (b"Bearer tg-abc ", "must be `Bearer <key>`"),  # trailing space
+        (b"Bearer tg-a\tbc", "must be `Bearer <key>`"),
+        (b"Bearer tg-a bc", "must be `Bearer <key>`"),
+        (b"Bearer tg-\xc3\xa9", "must be `Bearer <key>`"),
+        (b"Bearer " + b"a" * MAX_AUTHORIZATION_BYTES, "over 512 bytes"),
+    ],
+)
+def test_bad_authorization_headers_are_401_without_echoing_them(
+    header: bytes | None, says: str
+) -> None:
+    with pytest.raises(Unauthenticated) as info:
+        key_from_header(header)
+    assert says in info.value.detail
+    assert info.value.headers["WWW-Authenticate"].startswith("Bearer")
+    sent = (header or b"").decode("latin-1").split()
+    if sent and len(sent[-1]) > len("Bearer"):  # what was sent as a key is not in the problem
+        assert sent[-1] not in str(info.value.problem())
+
+
+def test_the_bearer_scheme_is_case_insensitive() -> None:
+    assert key_from_header(b"bearer tg-abc_DEF-123") == "tg-abc_DEF-123"
+
+
+def key(**limits: Any) -> KeyRecord:
+    return KeyRecord(name="team-a", hash="0" * 64, tiers=("dev",), **limits)
+
+
+async def test_rpm_refuses_with_retry_after_and_openai_headers() -> None:
+    quotas = Quotas("memory://")
+    record = key(rpm=2)
+    first = dict(await quotas.admit(record))
+    assert first[b"x-ratelimit-limit-requests"] == b"2"
+    assert first[b"x-ratelimit-remaining-requests"] == b"1"
+    await quotas.admit(record)
+    with pytest.raises(RateLimited) as info:
+        await quotas.admit(record)
+    error = info.value
+    assert error.status == 429
+    assert 1 <= int(error.headers["Retry-After"]) <= 60
+    assert error.headers["x-ratelimit-remaining-requests"] == "0"
+    assert error.members["key"] == "team-a"
+
+
+async def test_tokens_are_charged_after_the_answer_and_refuse_the_next_request() -> None:
+    quotas = Quotas("memory://")
+    record = key(tpm=100)
+    await quotas.admit(record)
+    await quotas.charge(record, tokens=150, gpu_s=0.0)  # more than was left: the window fills
+    with pytest.raises(RateLimited, match="tokens per minute"):
+        await quotas.admit(record)
+
+
+async def test_gpu_seconds_per_day() -> None:
+    quotas = Quotas("memory://")
+    record = key(gpu_seconds_per_day=2)
+    headers = dict(await quotas.admit(record))
+    assert headers[b"x-ratelimit-remaining-gpu-seconds"] == b"2"
+    await quotas.charge(record, tokens=0, gpu_s=1.5)
+    await quotas.admit(record)  # 0.5 s left: served
+    await quotas.charge(record, tokens=0, gpu_s=0.6)
+    with pytest.raises(RateLimited, match="GPU-seconds per day") as info:
+        await quotas.admit(record)
+    assert int(info.value.headers["Retry-After"]) <= 24 * 3600
+
+
+async def test_keys_count_apart() -> None:
+    quotas = Quotas("memory://")
+    a, b = key(rpm=1), KeyRecord(name="team-b", hash="1" * 64, tiers=("dev",), rpm=1)
+    await quotas.admit(a)
+    await quotas.admit(b)
+    with pytest.raises(RateLimited):
+        await quotas.admit(a)
+
+
+async def test_a_key_without_limits_costs_no_counting() -> None:
+    quotas = Quotas("memory://")
+    assert await quotas.admit(key()) == []
+
+
+def test_reset_text_is_openais_format() -> None:
+    assert [reset_text(s) for s in (0.2, 1, 59.5, 60, 360, 7380)] == [
+        "1s",
+        "1s",
+        "1m0s",
+        "1m0s",
+        "6m0s",
+        "2h3m0s",
+    ]
+
+
+@pytest.fixture
+def real_settings() -> Settings:
+    return load_settings(
+        environ={
+            "GATEWAY_TIER_DEV_URL": "http://dev.test",
+            "GATEWAY_TIER_PROD_URL": "http://p.test",
+        }
+    )
+
+
+def test_gpu_time_is_latency_over_concurrency_at_the_gpus_price(real_settings: Settings) -> None:
+    prod = real_settings.tiers["prod"]
+    assert prod.spec is not None and prod.spec.max_concurrency == 16
+    gpu_s = gpu_seconds(prod, 3.2)
+    assert gpu_s == pytest.approx(0.2)
+    assert cost_usd(prod, gpu_s) == pytest.approx(0.2 * 2.50 / 3600)
+    dev = real_settings.tiers["dev"]
+    assert cost_usd(dev, gpu_seconds(dev, 1.6)) == pytest.approx(0.1 * 1.95 / 3600)
+
+
+def test_the_embedded_cpu_tier_costs_no_gpu_time() -> None:
+    settings = load_settings(environ={})
+    dev = settings.tiers["dev"]
+    assert dev.kind == "local"
+    assert gpu_seconds(dev, 5.0) == 0.0
