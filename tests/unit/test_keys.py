@@ -15,7 +15,7 @@ from gateway.cli import main
 from gateway.errors import RateLimited, Unauthenticated
 from gateway.keys import KeyRecord, KeysFileError, KeyStore, add_key, hash_key, new_key, revoke_key
 from gateway.quotas import Quotas, reset_text
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, SettingsError, load_settings
 from gateway.spend import cost_usd, gpu_seconds
 
 
@@ -218,3 +218,20 @@ def test_the_embedded_cpu_tier_costs_no_gpu_time() -> None:
     dev = settings.tiers["dev"]
     assert dev.kind == "local"
     assert gpu_seconds(dev, 5.0) == 0.0
+
+
+def test_keys_file_comes_from_the_environment_or_beside_the_config(tmp_path: Path) -> None:
+    assert load_settings(environ={}).keys_file is None  # the zero-config run: keys off
+    from_env = load_settings(environ={"GATEWAY_KEYS_FILE": "/etc/gateway/keys.json"})
+    assert from_env.keys_file == Path("/etc/gateway/keys.json")
+    config = tmp_path / "gateway.toml"
+    config.write_text('keys_file = "keys.json"\ntiers_file = ""\n[tiers.dev]\n')
+    assert load_settings(config, environ={}).keys_file == tmp_path / "keys.json"
+
+
+def test_limits_store_must_be_a_storage_url() -> None:
+    assert load_settings(environ={}).limits_store == "memory://"
+    shared = load_settings(environ={"GATEWAY_LIMITS_STORE": "redis://127.0.0.1:6379/0"})
+    assert shared.limits_store == "redis://127.0.0.1:6379/0"
+    with pytest.raises(SettingsError, match="GATEWAY_LIMITS_STORE: 'sqlite:///x' is not"):
+        load_settings(environ={"GATEWAY_LIMITS_STORE": "sqlite:///x"})
