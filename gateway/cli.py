@@ -47,13 +47,19 @@ def _loopback(host: str) -> bool:
 def _status(args: argparse.Namespace) -> int:
     from gateway.client_cli import show_status
 
-    return show_status(args.url, as_json=args.json)
+    return show_status(args.url, as_json=args.json, api_key=os.environ.get("GATEWAY_API_KEY"))
 
 
 def _warmup(args: argparse.Namespace) -> int:
     from gateway.client_cli import warm_up
 
-    return warm_up(args.url, args.tier, wait=args.wait, timeout_s=args.timeout)
+    return warm_up(
+        args.url,
+        args.tier,
+        wait=args.wait,
+        timeout_s=args.timeout,
+        api_key=os.environ.get("GATEWAY_API_KEY"),  # an admin key, when keys are on
+    )
 
 
 def _deploy(args: argparse.Namespace) -> int:

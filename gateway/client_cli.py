@@ -1,4 +1,6 @@
-"""The CLI verbs that talk to a running gateway: ``status`` and ``warmup``."""
+"""The CLI verbs that talk to a running gateway: ``status`` and ``warmup``. With API keys on,
+both need an admin key, taken from ``GATEWAY_API_KEY`` (never an argument: those show in
+``ps``)."""
 
 from __future__ import annotations
 
@@ -20,9 +22,13 @@ def _get_status(client: httpx.Client) -> dict[str, Any]:
     return data
 
 
-def show_status(url: str, *, as_json: bool) -> int:
+def _auth(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def show_status(url: str, *, as_json: bool, api_key: str | None = None) -> int:
     try:
-        with httpx.Client(base_url=url, timeout=10.0) as client:
+        with httpx.Client(base_url=url, timeout=10.0, headers=_auth(api_key)) as client:
             data = _get_status(client)
     except httpx.HTTPError as exc:
         print(f"gateway status: cannot reach {url}: {exc}", file=sys.stderr)
@@ -55,10 +61,12 @@ def _progress(elapsed: float, eta: float | None, state: str) -> str:
     return f"\r{state:8} [{'#' * done}{'.' * (BAR - done)}] {elapsed:5.0f}s / ~{total:.0f}s"
 
 
-def warm_up(url: str, tier: str, *, wait: bool, timeout_s: float | None) -> int:
+def warm_up(
+    url: str, tier: str, *, wait: bool, timeout_s: float | None, api_key: str | None = None
+) -> int:
     started = time.monotonic()
     try:
-        with httpx.Client(base_url=url, timeout=30.0) as client:
+        with httpx.Client(base_url=url, timeout=30.0, headers=_auth(api_key)) as client:
             body: dict[str, Any] = {"tier": tier}
             response = client.post("/warmup", json=body)
             if response.status_code >= 400:

@@ -3,6 +3,7 @@ and keys and limits under `--workers 2` with the in-memory limits store."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,12 +41,25 @@ def test_what_counts_as_loopback(host: str, loopback: bool) -> None:
     assert _loopback(host) is loopback
 
 
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "GATEWAY_API_KEY"}
+
+
 def test_workers_check_keys_and_count_limits_per_worker(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     key = new_key()
     add_key(path, KeyRecord(name="team-a", hash=hash_key(key), tiers=("prod",), rpm=3))
+    admin = new_key()
+    add_key(path, KeyRecord(name="ops", hash=hash_key(admin), tiers=("prod",), role="admin"))
     env = {"GATEWAY_KEYS_FILE": str(path)}
     with gateway_process(env, "--workers", "2") as (proc, url):
+        status = [sys.executable, "-m", "gateway.cli", "status", "--url", url]
+        keyless = subprocess.run(status, capture_output=True, text=True, env=clean_env())
+        assert keyless.returncode != 0 and "401" in keyless.stderr
+        keyed = subprocess.run(
+            status, capture_output=True, text=True, env={**clean_env(), "GATEWAY_API_KEY": admin}
+        )
+        assert keyed.returncode == 0 and "prod" in keyed.stdout, keyed.stderr
         # New connections land on either worker: every one checks keys.
         fresh = {"connection": "close"}
         assert {httpx.get(url + "/v1/models", headers=fresh).status_code for _ in range(6)} == {401}
