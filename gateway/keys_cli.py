@@ -30,10 +30,27 @@ def _keys_file(args: argparse.Namespace) -> Path | None:
         return None
 
 
+def _known_tiers(args: argparse.Namespace) -> list[str] | None:
+    """The configured tiers, or None when no configuration can be read (``--file`` alone)."""
+    try:
+        return list(load_settings(args.config).tiers)
+    except SettingsError:
+        return None
+
+
 def _create(args: argparse.Namespace, path: Path) -> int:
     tiers = tuple(t.strip() for t in args.tiers.split(",") if t.strip())
     if not tiers:
         print("gateway keys create: --tiers names no tier", file=sys.stderr)
+        return 2
+    known = _known_tiers(args)
+    unknown = [t for t in tiers if known is not None and t not in known]
+    if unknown:
+        print(
+            f"gateway keys create: --tiers: no tier named {', '.join(unknown)}; "
+            f"valid: {', '.join(known or ())}",
+            file=sys.stderr,
+        )
         return 2
     key = new_key()
     record = KeyRecord(

@@ -55,6 +55,13 @@ def test_revoke_unknown_name_fails_with_a_message(tmp_path: Path, capsys: Any) -
     assert "no live key named 'nobody'" in capsys.readouterr().err
 
 
+def test_create_refuses_a_tier_the_config_lacks(tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "keys.json"
+    assert main(["keys", "--file", str(path), "create", "a", "--tiers", "dev,staging"]) == 2
+    assert "no tier named staging; valid: dev, prod" in capsys.readouterr().err
+    assert not path.exists()
+
+
 def test_a_live_name_cannot_be_created_twice(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     add_key(path, KeyRecord(name="a", hash=hash_key(new_key()), tiers=("dev",)))
