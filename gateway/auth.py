@@ -157,8 +157,9 @@ class Gate:
                     gpu_s, usd, _ = self._record(grant)
                     counted = len(grant.calls)
                     headers += [
-                        (b"x-gpu-seconds", b"%.4f" % gpu_s),
-                        (b"x-gpu-cost-usd", b"%.6f" % usd),
+                        # microseconds of GPU, nano-dollars: a warm answer is a few cents
+                        (b"x-gpu-seconds", b"%.6f" % gpu_s),
+                        (b"x-gpu-cost-usd", b"%.9f" % usd),
                     ]
                 message["headers"] = headers
             await send(message)

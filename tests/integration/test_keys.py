@@ -165,8 +165,11 @@ def test_the_openai_sdk_works_with_a_client_key(
         model="dev", messages=[{"role": "user", "content": "hi"}]
     )
     assert result.parse().usage is not None
-    assert float(result.headers["x-gpu-seconds"]) > 0
-    assert float(result.headers["x-gpu-cost-usd"]) > 0
+    # The answer's spend header is what the key's usage grew by.
+    spent = keyed.get("/status", headers=bearer(keys.admin)).json()["dev"]["keys"]["team-dev"]
+    assert spent["requests"] == 1
+    assert float(result.headers["x-gpu-seconds"]) == pytest.approx(spent["gpu_seconds"], abs=1e-6)
+    assert float(result.headers["x-gpu-cost-usd"]) == pytest.approx(spent["cost_usd"], abs=1e-9)
     with pytest.raises(openai.AuthenticationError):
         sdk(keyed, "tg-wrong").chat.completions.create(
             model="dev", messages=[{"role": "user", "content": "hi"}]
