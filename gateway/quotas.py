@@ -16,16 +16,22 @@ answer, so they are charged then, and a key is refused once its window is used u
 answer that crosses a limit is served (its cost was unknown), and fills the window.
 Windows: requests and tokens use a sliding window counter (no double burst at a minute's
 edge); GPU-seconds a fixed UTC day, so "per day" means what a budget means.
+
+The in-memory store is used through the library's synchronous API: nothing in it waits, and
+its asyncio twin schedules an expiry task on nearly every write once the loop is busy, which
+tripled the limits' CPU per request in the app (bench/results/auth_hot_path.md). A network
+store (Redis) goes through the asyncio API, so no request blocks the loop.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
-from limits.aio.storage import Storage
-from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, WindowStats
+from limits import strategies as sync_strategies
+from limits.aio import strategies as aio_strategies
 from limits.storage import storage_from_string
 
 from gateway.errors import RateLimited
@@ -46,14 +52,30 @@ def reset_text(seconds: float) -> str:
 
 
 class Quotas:
-    def __init__(self, store_url: str) -> None:
-        """Call inside the event loop: the in-memory storage schedules its expiry there."""
-        storage = storage_from_string("async+" + store_url)
-        assert isinstance(storage, Storage)  # the async+ scheme gives the asyncio storages
-        self.storage = storage
-        self.sliding = SlidingWindowCounterRateLimiter(self.storage)
-        self.daily = FixedWindowRateLimiter(self.storage)
+    def __init__(self, store_url: str, *, asyncio_api: bool | None = None) -> None:
+        """``asyncio_api``: default, for every store but memory (tests set it to run the
+        Redis path's code on the in-memory store). With it, build inside the event loop."""
+        self.in_memory = (
+            not asyncio_api if asyncio_api is not None else store_url.startswith("memory:")
+        )
+        strategies: Any = sync_strategies if self.in_memory else aio_strategies
+        self.storage = storage_from_string(store_url if self.in_memory else "async+" + store_url)
+        self._sliding = strategies.SlidingWindowCounterRateLimiter(self.storage)
+        self._daily = strategies.FixedWindowRateLimiter(self.storage)
         self._items: dict[tuple[str, int], RateLimitItem] = {}
+
+    def _limiter(self, item: RateLimitItem) -> Any:
+        return self._daily if item.namespace == "gateway-gpu" else self._sliding
+
+    async def _hit(self, item: RateLimitItem, name: str, cost: int = 1) -> bool:
+        result = self._limiter(item).hit(item, name, cost=cost)
+        allowed: bool = result if self.in_memory else await result
+        return allowed
+
+    async def _stats(self, item: RateLimitItem, name: str) -> WindowStats:
+        result = self._limiter(item).get_window_stats(item, name)
+        stats: WindowStats = result if self.in_memory else await result
+        return stats
 
     def _item(self, kind: str, amount: int) -> RateLimitItem:
         key = (kind, amount)
@@ -73,22 +95,22 @@ class Quotas:
         refused: tuple[str, float] | None = None
         if key.rpm is not None:
             item = self._item("rpm", key.rpm)
-            allowed = await self.sliding.hit(item, key.name)
-            stats = await self.sliding.get_window_stats(item, key.name)
+            allowed = await self._hit(item, key.name)
+            stats = await self._stats(item, key.name)
             reset = max(stats.reset_time - now, 0.0)
             headers += _headers(b"requests", key.rpm, stats.remaining, reset)
             if not allowed:
                 refused = ("requests per minute", reset)
         if key.tpm is not None:
             item = self._item("tpm", key.tpm)
-            stats = await self.sliding.get_window_stats(item, key.name)
+            stats = await self._stats(item, key.name)
             reset = max(stats.reset_time - now, 0.0)
             headers += _headers(b"tokens", key.tpm, stats.remaining, reset)
             if stats.remaining <= 0 and refused is None:
                 refused = ("tokens per minute", reset)
         if key.gpu_seconds_per_day is not None:
             item = self._item("gpu", key.gpu_seconds_per_day * GPU_MS)
-            stats = await self.daily.get_window_stats(item, key.name)
+            stats = await self._stats(item, key.name)
             reset = max(stats.reset_time - now, 0.0)
             left = stats.remaining // GPU_MS
             headers += _headers(b"gpu-seconds", key.gpu_seconds_per_day, left, reset)
@@ -110,25 +132,16 @@ class Quotas:
         """Add an answer's tokens and GPU time to the key's windows (capped at what is left:
         the library refuses a hit larger than the remainder, and the window must fill)."""
         if key.tpm is not None and tokens > 0:
-            await _spend(self.sliding, self._item("tpm", key.tpm), key.name, tokens)
+            await self._spend(self._item("tpm", key.tpm), key.name, tokens)
         if key.gpu_seconds_per_day is not None and gpu_s > 0:
             item = self._item("gpu", key.gpu_seconds_per_day * GPU_MS)
-            await _spend(self.daily, item, key.name, math.ceil(gpu_s * GPU_MS))
+            await self._spend(item, key.name, math.ceil(gpu_s * GPU_MS))
 
-    async def reset(self) -> None:
-        await self.storage.reset()
-
-
-async def _spend(
-    limiter: SlidingWindowCounterRateLimiter | FixedWindowRateLimiter,
-    item: RateLimitItem,
-    name: str,
-    cost: int,
-) -> None:
-    if not await limiter.hit(item, name, cost=cost):
-        left = (await limiter.get_window_stats(item, name)).remaining
-        if left > 0:
-            await limiter.hit(item, name, cost=left)
+    async def _spend(self, item: RateLimitItem, name: str, cost: int) -> None:
+        if not await self._hit(item, name, cost):
+            left = (await self._stats(item, name)).remaining
+            if left > 0:
+                await self._hit(item, name, left)
 
 
 def _headers(kind: bytes, limit: int, remaining: int, reset_s: float) -> Headers:

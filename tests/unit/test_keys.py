@@ -137,8 +137,15 @@ def key(**limits: Any) -> KeyRecord:
     return KeyRecord(name="team-a", hash="0" * 64, tiers=("dev",), **limits)
 
 
-async def test_rpm_refuses_with_retry_after_and_openai_headers() -> None:
-    quotas = Quotas("memory://")
+@pytest.fixture(params=["sync", "asyncio"])
+def new_quotas(request: pytest.FixtureRequest) -> Any:
+    """Quotas on the in-memory store, through the synchronous API (what memory:// uses) and
+    the asyncio one (what redis:// uses)."""
+    return lambda: Quotas("memory://", asyncio_api=request.param == "asyncio")
+
+
+async def test_rpm_refuses_with_retry_after_and_openai_headers(new_quotas: Any) -> None:
+    quotas = new_quotas()
     record = key(rpm=2)
     first = dict(await quotas.admit(record))
     assert first[b"x-ratelimit-limit-requests"] == b"2"
@@ -153,8 +160,10 @@ async def test_rpm_refuses_with_retry_after_and_openai_headers() -> None:
     assert error.members["key"] == "team-a"
 
 
-async def test_tokens_are_charged_after_the_answer_and_refuse_the_next_request() -> None:
-    quotas = Quotas("memory://")
+async def test_tokens_are_charged_after_the_answer_and_refuse_the_next_request(
+    new_quotas: Any,
+) -> None:
+    quotas = new_quotas()
     record = key(tpm=100)
     await quotas.admit(record)
     await quotas.charge(record, tokens=150, gpu_s=0.0)  # more than was left: the window fills
@@ -162,8 +171,8 @@ async def test_tokens_are_charged_after_the_answer_and_refuse_the_next_request()
         await quotas.admit(record)
 
 
-async def test_gpu_seconds_per_day() -> None:
-    quotas = Quotas("memory://")
+async def test_gpu_seconds_per_day(new_quotas: Any) -> None:
+    quotas = new_quotas()
     record = key(gpu_seconds_per_day=2)
     headers = dict(await quotas.admit(record))
     assert headers[b"x-ratelimit-remaining-gpu-seconds"] == b"2"
@@ -175,8 +184,8 @@ async def test_gpu_seconds_per_day() -> None:
     assert int(info.value.headers["Retry-After"]) <= 24 * 3600
 
 
-async def test_keys_count_apart() -> None:
-    quotas = Quotas("memory://")
+async def test_keys_count_apart(new_quotas: Any) -> None:
+    quotas = new_quotas()
     a, b = key(rpm=1), KeyRecord(name="team-b", hash="1" * 64, tiers=("dev",), rpm=1)
     await quotas.admit(a)
     await quotas.admit(b)
@@ -184,8 +193,8 @@ async def test_keys_count_apart() -> None:
         await quotas.admit(a)
 
 
-async def test_a_key_without_limits_costs_no_counting() -> None:
-    quotas = Quotas("memory://")
+async def test_a_key_without_limits_costs_no_counting(new_quotas: Any) -> None:
+    quotas = new_quotas()
     assert await quotas.admit(key()) == []
 
 
