@@ -33,7 +33,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import Forbidden, GatewayError, Unauthenticated
 from gateway.keys import RELOAD_EVERY_S, Grant, KeyRecord, KeyStore
-from gateway.quotas import Quotas
+from gateway.quotas import SWEEP_EVERY_S, Quotas
 from gateway.settings import Settings
 from gateway.spend import KeySpend, cost_usd, gpu_seconds
 
@@ -90,7 +90,7 @@ class Gate:
                 "per-key limits are counted per worker (limits_store memory://): with N workers "
                 "a key gets up to N times its limits; set GATEWAY_LIMITS_STORE=redis://..."
             )
-        reloader = asyncio.create_task(self._reload())
+        reloader = asyncio.create_task(self._maintain())
         try:
             yield
         finally:
@@ -98,11 +98,19 @@ class Gate:
             with contextlib.suppress(asyncio.CancelledError):
                 await reloader
 
-    async def _reload(self) -> None:
-        assert self.keys is not None
+    async def _maintain(self) -> None:
+        """Reload the keys file when it changed; now and then drop past limit windows."""
+        keys, quotas = self.keys, self.quotas
+        assert keys is not None
+        assert quotas is not None
+        since_sweep = 0.0
         while True:
             await asyncio.sleep(self.reload_every_s)
-            await asyncio.to_thread(self.keys.refresh)  # a stat(), a read when it changed
+            await asyncio.to_thread(keys.refresh)  # a stat(), a read when it changed
+            since_sweep += self.reload_every_s
+            if since_sweep >= SWEEP_EVERY_S:
+                quotas.sweep()
+                since_sweep = 0.0
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Litestar middleware (a factory of ASGI apps); with keys off, ``app`` itself."""

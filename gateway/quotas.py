@@ -17,10 +17,15 @@ answer that crosses a limit is served (its cost was unknown), and fills the wind
 Windows: requests and tokens use a sliding window counter (no double burst at a minute's
 edge); GPU-seconds a fixed UTC day, so "per day" means what a budget means.
 
-The in-memory store is used through the library's synchronous API: nothing in it waits, and
-its asyncio twin schedules an expiry task on nearly every write once the loop is busy, which
-tripled the limits' CPU per request in the app (bench/results/auth_hot_path.md). A network
-store (Redis) goes through the asyncio API, so no request blocks the loop.
+The in-memory store is the library's ``MemoryStorage`` through its synchronous API (nothing
+in it waits), with one change: it sweeps expired counters on a thread it starts again 10 ms
+after the last one ended, whenever a counter moves, and under load that thread start (and
+the GIL hand-offs it causes) cost more than all the counting (py-spy, c=16:
+bench/results/auth_hot_path.md). Here the sweep is the app's to call (``sweep``, from the
+gate's background task every ``SWEEP_EVERY_S``); a counter past its window reads as zero
+either way (the storage checks expiry on every read). The asyncio twin is no better: it
+schedules a task per write. A network store (Redis) goes through the asyncio API, so no
+request blocks the loop.
 """
 
 from __future__ import annotations
@@ -32,13 +37,25 @@ from typing import Any
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, WindowStats
 from limits import strategies as sync_strategies
 from limits.aio import strategies as aio_strategies
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 
 from gateway.errors import RateLimited
 from gateway.keys import KeyRecord
 
 Headers = list[tuple[bytes, bytes]]
 GPU_MS = 1000  # GPU time is counted in milliseconds: the library counts integers
+SWEEP_EVERY_S = 10.0  # drops the in-memory counters of past windows (memory, not correctness)
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """``limits``' MemoryStorage whose sweep of expired counters runs when ``sweep`` is
+    called, not on a thread started after nearly every write."""
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # the library's private hook, pinned <6
+        pass
+
+    def sweep(self) -> None:
+        self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
 def reset_text(seconds: float) -> str:
@@ -59,10 +76,17 @@ class Quotas:
             not asyncio_api if asyncio_api is not None else store_url.startswith("memory:")
         )
         strategies: Any = sync_strategies if self.in_memory else aio_strategies
-        self.storage = storage_from_string(store_url if self.in_memory else "async+" + store_url)
+        self.storage: Any = (
+            SweptMemoryStorage() if self.in_memory else storage_from_string("async+" + store_url)
+        )
         self._sliding = strategies.SlidingWindowCounterRateLimiter(self.storage)
         self._daily = strategies.FixedWindowRateLimiter(self.storage)
         self._items: dict[tuple[str, int], RateLimitItem] = {}
+
+    def sweep(self) -> None:
+        """Drop counters of past windows (in memory; a network store expires its own)."""
+        if isinstance(self.storage, SweptMemoryStorage):
+            self.storage.sweep()
 
     def _limiter(self, item: RateLimitItem) -> Any:
         return self._daily if item.namespace == "gateway-gpu" else self._sliding

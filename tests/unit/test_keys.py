@@ -251,3 +251,17 @@ def test_limits_store_must_be_a_storage_url() -> None:
     assert shared.limits_store == "redis://127.0.0.1:6379/0"
     with pytest.raises(SettingsError, match="GATEWAY_LIMITS_STORE: 'sqlite:///x' is not"):
         load_settings(environ={"GATEWAY_LIMITS_STORE": "sqlite:///x"})
+
+
+async def test_the_memory_store_starts_no_thread_per_write_and_sweeps_when_asked() -> None:
+    import threading
+
+    quotas = Quotas("memory://")
+    threads = threading.active_count()
+    for _ in range(50):
+        await quotas.admit(key(rpm=1000, tpm=1000))
+    assert threading.active_count() <= threads  # limits' own sweeper re-arms a thread instead
+    quotas.storage.incr("past-window", 0)  # a window that has already ended
+    assert "past-window" in quotas.storage.storage  # kept until a read or a sweep
+    quotas.sweep()
+    assert "past-window" not in quotas.storage.storage
