@@ -14,8 +14,11 @@ of one machine, and a hand-written one is what the standards rule out.
 Requests are counted before the request runs; tokens and GPU time are known only after the
 answer, so they are charged then, and a key is refused once its window is used up. The
 answer that crosses a limit is served (its cost was unknown), and fills the window.
-Windows: requests and tokens use a sliding window counter (no double burst at a minute's
-edge); GPU-seconds a fixed UTC day, so "per day" means what a budget means.
+Windows are fixed: the clock minute for requests and tokens, the UTC day for GPU-seconds (so
+"per day" means what a budget means). A client can spend a minute's limit at the end of one
+minute and again at the start of the next (LiteLLM's per-minute limits behave the same); a
+sliding window counter would smooth that, at twice the storage operations per request,
+which took the limits past their CPU budget (bench/results/auth_hot_path.md).
 
 The in-memory store is the library's ``MemoryStorage`` through its synchronous API (nothing
 in it waits), with one change: it sweeps expired counters on a thread it starts again 10 ms
@@ -79,8 +82,7 @@ class Quotas:
         self.storage: Any = (
             SweptMemoryStorage() if self.in_memory else storage_from_string("async+" + store_url)
         )
-        self._sliding = strategies.SlidingWindowCounterRateLimiter(self.storage)
-        self._daily = strategies.FixedWindowRateLimiter(self.storage)
+        self._limiter: Any = strategies.FixedWindowRateLimiter(self.storage)
         self._items: dict[tuple[str, int], RateLimitItem] = {}
 
     def sweep(self) -> None:
@@ -88,16 +90,13 @@ class Quotas:
         if isinstance(self.storage, SweptMemoryStorage):
             self.storage.sweep()
 
-    def _limiter(self, item: RateLimitItem) -> Any:
-        return self._daily if item.namespace == "gateway-gpu" else self._sliding
-
     async def _hit(self, item: RateLimitItem, name: str, cost: int = 1) -> bool:
-        result = self._limiter(item).hit(item, name, cost=cost)
+        result = self._limiter.hit(item, name, cost=cost)
         allowed: bool = result if self.in_memory else await result
         return allowed
 
     async def _stats(self, item: RateLimitItem, name: str) -> WindowStats:
-        result = self._limiter(item).get_window_stats(item, name)
+        result = self._limiter.get_window_stats(item, name)
         stats: WindowStats = result if self.in_memory else await result
         return stats
 
