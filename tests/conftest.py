@@ -116,19 +116,3 @@ def warm_prod(client: TestClient[Any], router: respx.MockRouter) -> TestClient[A
 @pytest.fixture
 def warm_client(client: TestClient[Any], router: respx.MockRouter) -> TestClient[Any]:
     return warm_prod(client, router)
-
-
-def clear_of_minute_edge() -> None:
-    """Go on clear of a minute's edge: ``limits`` counts in clock minutes (time.time(), which
-    it does not let us inject), and a test of per-minute limits that straddles an edge would
-    see its counts reset halfway. Waits at most 3 s, on 5% of runs."""
-    import time
-
-    left = 60 - time.time() % 60
-    if left < 3:
-        time.sleep(left + 0.05)
-
-
-@pytest.fixture
-def minute_to_spare() -> None:
-    clear_of_minute_edge()

@@ -109,7 +109,7 @@ def test_an_admin_key_operates(keyed: TestClient[Any], keys: Keys) -> None:
 
 
 def test_rpm_limit_is_429_with_retry_after_and_ratelimit_headers(
-    keyed: TestClient[Any], keys: Keys, minute_to_spare: None
+    keyed: TestClient[Any], keys: Keys
 ) -> None:
     limited = keys.add("bursty", ("dev",), rpm=2)
     keyed.app.state.gate.keys.refresh()  # what the reload task does every RELOAD_EVERY_S

@@ -144,9 +144,7 @@ def new_quotas(request: pytest.FixtureRequest) -> Any:
     return lambda: Quotas("memory://", asyncio_api=request.param == "asyncio")
 
 
-async def test_rpm_refuses_with_retry_after_and_openai_headers(
-    new_quotas: Any, minute_to_spare: None
-) -> None:
+async def test_rpm_refuses_with_retry_after_and_openai_headers(new_quotas: Any) -> None:
     quotas = new_quotas()
     record = key(rpm=2)
     first = dict(await quotas.admit(record))
@@ -163,7 +161,7 @@ async def test_rpm_refuses_with_retry_after_and_openai_headers(
 
 
 async def test_tokens_are_charged_after_the_answer_and_refuse_the_next_request(
-    new_quotas: Any, minute_to_spare: None
+    new_quotas: Any,
 ) -> None:
     quotas = new_quotas()
     record = key(tpm=100)
@@ -186,7 +184,7 @@ async def test_gpu_seconds_per_day(new_quotas: Any) -> None:
     assert int(info.value.headers["Retry-After"]) <= 24 * 3600
 
 
-async def test_keys_count_apart(new_quotas: Any, minute_to_spare: None) -> None:
+async def test_keys_count_apart(new_quotas: Any) -> None:
     quotas = new_quotas()
     a, b = key(rpm=1), KeyRecord(name="team-b", hash="1" * 64, tiers=("dev",), rpm=1)
     await quotas.admit(a)
