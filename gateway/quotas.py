@@ -14,11 +14,12 @@ of one machine, and a hand-written one is what the standards rule out.
 Requests are counted before the request runs; tokens and GPU time are known only after the
 answer, so they are charged then, and a key is refused once its window is used up. The
 answer that crosses a limit is served (its cost was unknown), and fills the window.
-Windows are fixed: the clock minute for requests and tokens, the UTC day for GPU-seconds (so
-"per day" means what a budget means). A client can spend a minute's limit at the end of one
-minute and again at the start of the next (LiteLLM's per-minute limits behave the same); a
-sliding window counter would smooth that, at twice the storage operations per request,
-which took the limits past their CPU budget (bench/results/auth_hot_path.md).
+Windows are fixed (``limits``' fixed window): a key's window opens with its first request
+(its first charge, for tokens and GPU time) and lasts a minute, or a day for GPU-seconds;
+the next request after it opens the next one. A client can spend a minute's limit at the end
+of one window and again at the start of the next (LiteLLM's per-minute limits behave the
+same); a sliding window counter would smooth that, at twice the storage operations per
+request, which took the limits past their CPU budget (bench/results/auth_hot_path.md).
 
 The in-memory store is the library's ``MemoryStorage`` through its synchronous API (nothing
 in it waits), with one change: it sweeps expired counters on a thread it starts again 10 ms
