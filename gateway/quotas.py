@@ -12,8 +12,15 @@ worker and replica. ``limits`` has no file- or SQLite-backed storage to share ac
 of one machine, and a hand-written one is what the standards rule out.
 
 Requests are counted before the request runs; tokens and GPU time are known only after the
-answer, so they are charged then, and a key is refused once its window is used up. The
-answer that crosses a limit is served (its cost was unknown), and fills the window.
+answer, so they are charged then, in full, and a key is refused once its window is used up.
+The answer that crosses a limit is served (its cost was unknown). A request is checked
+against tokens and GPU time as this process last counted them (no store read per request):
+with a shared store, a worker sees the other workers' charges at its own next charge, so a
+used-up key may get one more request through each worker.
+
+Each limit costs one store call per request in the steady state (an ``incr``; a window's end
+is read once per window): the library's strategy objects read the window back for the
+headers, a second call per limit, which put three limits at twice the CPU budget.
 Windows are fixed (``limits``' fixed window): a key's window opens with its first request
 (its first charge, for tokens and GPU time) and lasts a minute, or a day for GPU-seconds;
 the next request after it opens the next one. A client can spend a minute's limit at the end
@@ -38,9 +45,7 @@ import math
 import time
 from typing import Any
 
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, WindowStats
-from limits import strategies as sync_strategies
-from limits.aio import strategies as aio_strategies
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.storage import MemoryStorage, storage_from_string
 
 from gateway.errors import RateLimited
@@ -48,6 +53,7 @@ from gateway.keys import KeyRecord
 
 Headers = list[tuple[bytes, bytes]]
 GPU_MS = 1000  # GPU time is counted in milliseconds: the library counts integers
+MINUTE_S, DAY_S = 60.0, 86400.0
 SWEEP_EVERY_S = 10.0  # drops the in-memory counters of past windows (memory, not correctness)
 
 
@@ -79,27 +85,19 @@ class Quotas:
         self.in_memory = (
             not asyncio_api if asyncio_api is not None else store_url.startswith("memory:")
         )
-        strategies: Any = sync_strategies if self.in_memory else aio_strategies
         self.storage: Any = (
             SweptMemoryStorage() if self.in_memory else storage_from_string("async+" + store_url)
         )
-        self._limiter: Any = strategies.FixedWindowRateLimiter(self.storage)
         self._items: dict[tuple[str, int], RateLimitItem] = {}
+        # (key name, kind) -> (count, window end) as this process last counted it: the tokens
+        # and GPU time a request will use are unknown when it is admitted, so it is checked
+        # against the last count, and a window's end is read from the store once per window.
+        self._seen: dict[tuple[str, str], tuple[int, float]] = {}
 
     def sweep(self) -> None:
         """Drop counters of past windows (in memory; a network store expires its own)."""
         if isinstance(self.storage, SweptMemoryStorage):
             self.storage.sweep()
-
-    async def _hit(self, item: RateLimitItem, name: str, cost: int = 1) -> bool:
-        result = self._limiter.hit(item, name, cost=cost)
-        allowed: bool = result if self.in_memory else await result
-        return allowed
-
-    async def _stats(self, item: RateLimitItem, name: str) -> WindowStats:
-        result = self._limiter.get_window_stats(item, name)
-        stats: WindowStats = result if self.in_memory else await result
-        return stats
 
     def _item(self, kind: str, amount: int) -> RateLimitItem:
         key = (kind, amount)
@@ -109,36 +107,53 @@ class Quotas:
             item = self._items[key] = cls(amount, namespace=f"gateway-{kind}")
         return item
 
+    async def _count(self, kind: str, item: RateLimitItem, name: str, cost: int) -> int:
+        """Add ``cost`` to the key's window; the window's count after it. This is
+        ``limits``' ``FixedWindowRateLimiter.hit`` (``storage.incr`` of the item's key, then
+        count <= limit), keeping the count it throws away: the ``x-ratelimit-remaining-*``
+        headers need it, and reading it back costs as much as the hit."""
+        store_key = item.key_for(name)
+        result = self.storage.incr(store_key, item.get_expiry(), amount=cost)
+        count: int = result if self.in_memory else await result
+        seen = self._seen.get((name, kind))
+        now = time.time()
+        if seen is not None and seen[1] > now and count > cost:
+            ends = seen[1]  # the window this process saw open is still the one counting
+        else:
+            result = self.storage.get_expiry(store_key)
+            ends = result if self.in_memory else await result
+        self._seen[(name, kind)] = (count, ends)
+        return count
+
+    def _last(self, kind: str, name: str, window_s: float, now: float) -> tuple[int, float]:
+        """(used, seconds to the window's end) as last counted; a fresh window if it ended."""
+        count, ends = self._seen.get((name, kind), (0, 0.0))
+        return (count, ends - now) if ends > now else (0, window_s)
+
     async def admit(self, key: KeyRecord) -> Headers:
         """Count one request; the ``x-ratelimit-*`` headers for the answer. Raises
         RateLimited (with Retry-After and the same headers) when a limit is used up."""
         headers: Headers = []
         if key.rpm is None and key.tpm is None and key.gpu_seconds_per_day is None:
             return headers
-        now = time.time()
         refused: tuple[str, float] | None = None
         if key.rpm is not None:
-            item = self._item("rpm", key.rpm)
-            allowed = await self._hit(item, key.name)
-            stats = await self._stats(item, key.name)
-            reset = max(stats.reset_time - now, 0.0)
-            headers += _headers(b"requests", key.rpm, stats.remaining, reset)
-            if not allowed:
+            count = await self._count("rpm", self._item("rpm", key.rpm), key.name, 1)
+            _, reset = self._last("rpm", key.name, MINUTE_S, time.time())
+            headers += _headers(b"requests", key.rpm, key.rpm - count, reset)
+            if count > key.rpm:
                 refused = ("requests per minute", reset)
+        now = time.time()
         if key.tpm is not None:
-            item = self._item("tpm", key.tpm)
-            stats = await self._stats(item, key.name)
-            reset = max(stats.reset_time - now, 0.0)
-            headers += _headers(b"tokens", key.tpm, stats.remaining, reset)
-            if stats.remaining <= 0 and refused is None:
+            used, reset = self._last("tpm", key.name, MINUTE_S, now)
+            headers += _headers(b"tokens", key.tpm, key.tpm - used, reset)
+            if used >= key.tpm and refused is None:
                 refused = ("tokens per minute", reset)
         if key.gpu_seconds_per_day is not None:
-            item = self._item("gpu", key.gpu_seconds_per_day * GPU_MS)
-            stats = await self._stats(item, key.name)
-            reset = max(stats.reset_time - now, 0.0)
-            left = stats.remaining // GPU_MS
+            used, reset = self._last("gpu", key.name, DAY_S, now)
+            left = key.gpu_seconds_per_day - math.ceil(used / GPU_MS)
             headers += _headers(b"gpu-seconds", key.gpu_seconds_per_day, left, reset)
-            if stats.remaining <= 0 and refused is None:
+            if used >= key.gpu_seconds_per_day * GPU_MS and refused is None:
                 refused = ("GPU-seconds per day", reset)
         if refused is not None:
             what, reset = refused
@@ -153,19 +168,13 @@ class Quotas:
         return headers
 
     async def charge(self, key: KeyRecord, *, tokens: int, gpu_s: float) -> None:
-        """Add an answer's tokens and GPU time to the key's windows (capped at what is left:
-        the library refuses a hit larger than the remainder, and the window must fill)."""
+        """Add an answer's tokens and GPU time to the key's windows, all of it: the answer
+        that crosses a limit counts in full, and the next request is refused."""
         if key.tpm is not None and tokens > 0:
-            await self._spend(self._item("tpm", key.tpm), key.name, tokens)
+            await self._count("tpm", self._item("tpm", key.tpm), key.name, tokens)
         if key.gpu_seconds_per_day is not None and gpu_s > 0:
             item = self._item("gpu", key.gpu_seconds_per_day * GPU_MS)
-            await self._spend(item, key.name, math.ceil(gpu_s * GPU_MS))
-
-    async def _spend(self, item: RateLimitItem, name: str, cost: int) -> None:
-        if not await self._hit(item, name, cost):
-            left = (await self._stats(item, name)).remaining
-            if left > 0:
-                await self._hit(item, name, left)
+            await self._count("gpu", item, key.name, math.ceil(gpu_s * GPU_MS))
 
 
 def _headers(kind: bytes, limit: int, remaining: int, reset_s: float) -> Headers:
