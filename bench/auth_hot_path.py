@@ -100,7 +100,7 @@ async def main() -> None:
             each = ", ".join(f"{r:.1f}" for r in runs)
             print(f"{name:36s} {medians[name]:7.1f} µs CPU/request  [{each}]")
         bare = medians["bare app (no gate)"]
-        for name, _, key in cases[1:]:
+        for name, _, _key in cases[1:]:
             print(f"gate cost, {name:25s} {medians[name] - bare:7.1f} µs (target <= 50)")
 
 

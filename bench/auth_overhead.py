@@ -6,8 +6,9 @@ process (its threads included).
 Run (needs nginx and wrk, as bench/gateway_bench.sh installs them):
     .venv/bin/python bench/auth_overhead.py --duration 8 --repeat 3
 
-The gate's cost is each keyed target's median minus the keys-off median. Short runs on a shared 2-core machine: the
-spread of each target's runs is printed beside the median; read the difference against it.
+The gate's cost is each keyed target's median minus the keys-off median. Short runs on a
+shared 2-core machine: the spread of each target's runs is printed beside the median; read
+the difference against it.
 """
 
 from __future__ import annotations
