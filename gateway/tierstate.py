@@ -19,6 +19,7 @@ import msgspec
 
 from gateway.clock import Clock
 from gateway.keepwarm import parse_schedule, run_keepwarm
+from gateway.redisstore import RedisStore, StoreHealth
 from gateway.routing import TierView
 from gateway.settings import Settings, Tier
 from gateway.upstream import TierClient
@@ -73,15 +74,27 @@ class TierStates:
         clock: Clock,
         on_warm_up: Callable[[str], None] | None = None,
         on_cold_start: Callable[[str, float], None] | None = None,
+        on_store_error: Callable[[], None] | None = None,
     ) -> TierStates:
         configured = {name: t for name, t in settings.tiers.items() if t.configured}
-        store: WarmStore = (
-            SqliteStore(Path(settings.warmth_db)) if settings.warmth_db else MemoryStore()
-        )
+        store: WarmStore
+        if settings.state is not None:  # several replicas: one Redis
+            store = RedisStore(
+                settings.state.reveal(),
+                prefix=settings.state_prefix,
+                timeout_s=settings.state_timeout_s,
+                clock=clock,
+                on_error=on_store_error,
+            )
+        elif settings.warmth_db:  # the workers of one machine: one SQLite file
+            store = SqliteStore(Path(settings.warmth_db))
+        else:
+            store = MemoryStore()
         tracker = WarmthTracker(
             {name: warmth_config(t) for name, t in configured.items()},
             store,
             clock,
+            lease_ttl_s=settings.warmup_lease_s,
             on_warm_up=on_warm_up,
             on_cold_start=on_cold_start,
         )
@@ -151,6 +164,7 @@ class TierStates:
     async def status(self, counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """``GET /status``: the tracker's rows, plus the unconfigured tiers and counters."""
         snapshot: dict[str, TierStatus] = await self.tracker.snapshot()
+        store = msgspec.to_builtins(self.store_health())
         out: dict[str, Any] = {}
         for name, tier in self.settings.tiers.items():
             row: dict[str, Any]
@@ -166,8 +180,15 @@ class TierStates:
             if name in self.probes:  # how long a warm-up may take before the tier is down
                 row["startup_timeout_s"] = self.tracker.config(name).startup_timeout_s
             row.update(counts.get(name, {"requests": 0, "fallbacks": {}}))
+            row["store"] = store  # whether this row is shared truth or this replica's own
             out[name] = row
         return out
+
+    def store_health(self) -> StoreHealth:
+        """The shared store's condition: a degraded Redis means local state, not an outage."""
+        if isinstance(self.store, RedisStore):
+            return self.store.health()
+        return StoreHealth(backend="sqlite" if self.settings.warmth_db else "memory", status="ok")
 
     def states(self) -> dict[str, str]:
         """Each tier's state from this worker's cache (no I/O), for the metrics gauge."""
