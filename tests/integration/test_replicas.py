@@ -96,7 +96,7 @@ def start_stand_in(port: int) -> subprocess.Popen[str]:
             str(port),
             "--cold-s",
             str(COLD_S),
-        ],  # fmt: skip
+        ],
         stdout=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
