@@ -24,6 +24,10 @@ from gateway.settings import EMBEDDED_URL_ENV, SUPERVISOR_ENV, WARMTH_DB_ENV, Se
 log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish on SIGTERM
 CHILD_STOP_S = 10  # the CPU tier exits at once on SIGTERM; SIGKILL after this
+# Connections the kernel completes before the worker accepts them. uvicorn's 2048 overflowed
+# when 10,000 clients arrived at a worker on a busy machine (bench/results/hold-10k.md): an
+# overflowed handshake is reset ~a minute later. The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 16_384
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -136,6 +140,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            backlog=LISTEN_BACKLOG,
         )
     finally:
         if child is not None:
