@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.clock import Clock
+from gateway.clock import Clock, within
 from gateway.keepwarm import parse_schedule, run_keepwarm
 from gateway.redisstore import RedisStore, StoreHealth
 from gateway.routing import TierView
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 LOCAL_EXPECTED_COLD_START_S = 30.0  # first start converts GGUF (~30 s); later starts ~5 s
 LOCAL_STARTUP_TIMEOUT_S = 300.0  # a loaded 2-core machine can take minutes to import torch
 NEVER_SCALES_DOWN_S = 365 * 24 * 3600.0
+# A shared wait (see wait_warm) is renewed this often: one left behind by requests that all
+# timed out stops polling within a minute.
+SHARED_WAIT_S = 60.0
 STARTUP_CHECK_S = 2.0  # how long start-up waits for a remote tier's first health answer
 
 
@@ -64,6 +67,7 @@ class TierStates:
         self.store = store
         self.probes = probes
         self._keepwarm: asyncio.Task[None] | None = None
+        self._waits: dict[str, asyncio.Task[bool]] = {}
 
     @classmethod
     def build(
@@ -127,6 +131,9 @@ class TierStates:
         self._keepwarm = asyncio.create_task(run_keepwarm(self.tracker, self.probes))
 
     async def aclose(self) -> None:
+        for task in self._waits.values():
+            task.cancel()
+        await asyncio.gather(*self._waits.values(), return_exceptions=True)
         if self._keepwarm is not None:
             self._keepwarm.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -157,9 +164,25 @@ class TierStates:
             self.tracker.trigger_warm_up(tier, self.probes[tier])
 
     async def wait_warm(self, tier: str, timeout_s: float) -> bool:
+        """The tracker's ``wait_warm``, shared: every request of this worker waiting for a
+        tier awaits one waiting task, which polls the store; a held request costs one timer,
+        not a wake-up a second (10,000 held clients: bench/results/hold-10k.md)."""
         if tier not in self.probes:
             return False
-        return await self.tracker.wait_warm(tier, timeout_s)
+        clock = self.tracker.clock
+        deadline = clock.monotonic() + timeout_s
+        while (left := deadline - clock.monotonic()) > 0:
+            shared = self._waits.get(tier)
+            if shared is None or shared.done():
+                shared = asyncio.create_task(self.tracker.wait_warm(tier, SHARED_WAIT_S))
+                self._waits[tier] = shared
+            done, warm = await within(clock, asyncio.shield(shared), left)
+            if not done or warm:
+                return bool(warm)
+            if self.tracker.peek(tier).state == "down":
+                return False
+            # the shared wait ran out its SHARED_WAIT_S: a new one, for those still waiting
+        return False
 
     async def status(self, counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """``GET /status``: the tracker's rows, plus the unconfigured tiers and counters."""
