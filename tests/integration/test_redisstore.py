@@ -164,9 +164,12 @@ async def test_a_frozen_redis_costs_one_short_timeout_then_local_answers(
         started = loop.time()
         record = await store.update("prod", one_more_failure)
         again = await store.update("prod", one_more_failure)  # local at once, no timeout
-        assert loop.time() - started < 1.0  # bounded: one 0.2 s timeout, not two, not more
+        # Bounded: without the timeout a frozen Redis holds the call for ever (the bound is
+        # loose: only a hang fails it). The second call did not wait at all: one error.
+        assert loop.time() - started < 5.0
         assert (record.failures, again.failures) == (1, 2)
         assert store.health().status == "degraded"
+        assert store.health().errors == 1
         redis_server.resume()
         await asyncio.sleep(1.0)  # rejoin_after_s, on the real clock
         assert await store.load("prod") == TierRecord(state="cold", since=1.0)

@@ -73,8 +73,9 @@ def test_redis_frozen_mid_run_does_not_hold_requests(
         for _ in range(5):
             answer = client.post("/generate", json={"prompt": "p", "schema": PERSON_SCHEMA})
             assert answer.status_code == 200
-        # each Redis call is bounded by state_timeout_s (0.25 s), then skipped for 1 s
-        assert time.monotonic() - started < 3.0
+        # Each Redis call is bounded by state_timeout_s (0.25 s), then Redis is skipped for
+        # 1 s; unbounded, the first request would hang for ever (the bound is loose on purpose)
+        assert time.monotonic() - started < 10.0
         assert client.get("/status").json()["dev"]["store"]["status"] == "degraded"
     finally:
         redis_server.resume()
