@@ -6,7 +6,8 @@
     modal deploy deploy/modal_gateway.py                     # needs a Modal token
 
 The image holds the gateway's own sources and its runtime dependencies, read from
-``pyproject.toml`` (never torch, vLLM or modal), and the same ``config/gateway.toml`` and
+``pyproject.toml`` at the versions of ``requirements.lock.txt`` (never torch, vLLM or
+modal), and the same ``config/gateway.toml`` and
 ``config/tiers.toml`` a local ``gateway serve`` reads. Secrets are environment variables
 in the container, read by ``gateway.settings`` like any other: the Redis URL (it may hold a
 password) and the tiers' URLs and proxy-auth token never enter the image.
@@ -24,6 +25,8 @@ a prod cold start. Checked offline by tests/unit/test_modal_gateway.py.
 
 from __future__ import annotations
 
+import re
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ import modal
 ROOT = Path(__file__).resolve().parent.parent
 APP_NAME = "tier-gateway"
 CONTAINER_ROOT = "/root"
+PYTHON = "3.11"  # the Python the lock was made for (scripts/lock)
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 STATE_SECRET = "tier-gateway-state"  # noqa: S105 - a Secret's name: holds GATEWAY_STATE
 TIERS_SECRET = "tier-gateway-tiers"  # noqa: S105 - a name: tier URLs, Modal proxy auth
 
@@ -52,9 +57,21 @@ SETTINGS: dict[str, Any] = {
 
 
 def runtime_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
-    """The gateway's own dependencies, exactly as pyproject.toml pins them (no extras)."""
+    """The gateway's own dependencies, as pyproject.toml states them (no extras)."""
     project = tomllib.loads(pyproject.read_text())["project"]
     return list(project["dependencies"])
+
+
+def locked_pins(lock: Path = ROOT / "requirements.lock.txt") -> list[str]:
+    """``name==version`` of every package in the committed lock: the image installs the
+    gateway's dependencies at these versions, as `scripts/serve` does. (Only the pins: the
+    lock's hashes are for installing the whole lock, and a constraints file cannot hold
+    them; the whole lock would bring torch into a CPU web app.)"""
+    pins = []
+    for line in lock.read_text().splitlines():
+        if match := _PIN.match(line):
+            pins.append(f"{match[1]}=={match[2]}")
+    return pins
 
 
 def image_env() -> dict[str, str]:
@@ -66,8 +83,12 @@ def image_env() -> dict[str, str]:
 
 def build_image() -> modal.Image:
     return (
-        modal.Image.debian_slim(python_version="3.12")
-        .uv_pip_install(*runtime_requirements())
+        modal.Image.debian_slim(python_version=PYTHON)
+        .run_commands(
+            f"printf '%s\\n' {shlex.join(locked_pins())} > /tmp/lock-constraints.txt",
+            "pip install --no-compile -c /tmp/lock-constraints.txt "
+            + shlex.join(runtime_requirements()),
+        )
         .env(image_env())
         .add_local_file(ROOT / "config" / "gateway.toml", f"{CONTAINER_ROOT}/config/gateway.toml")
         .add_local_file(ROOT / "config" / "tiers.toml", f"{CONTAINER_ROOT}/config/tiers.toml")

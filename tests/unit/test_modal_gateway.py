@@ -5,6 +5,7 @@ reach it only as Modal secrets."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import tomllib
 from pathlib import Path
 from types import ModuleType
@@ -54,6 +55,12 @@ def test_image_is_built_from_the_same_config_and_dependencies(module: ModuleType
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert module.runtime_requirements() == project["dependencies"]
     assert any(req.startswith("redis") for req in module.runtime_requirements())
+    # installed at the committed lock's versions: every runtime dependency is pinned there
+    pins = {pin.split("==")[0].lower().replace("_", "-") for pin in module.locked_pins()}
+    for requirement in module.runtime_requirements():
+        name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+        assert name.lower().replace("_", "-") in pins, name
+    assert module.PYTHON == "3.11"  # the lock's interpreter (scripts/lock)
     env = module.image_env()
     assert env["GATEWAY_LOCAL_TIER"] == "off"  # no CPU model in a CPU web container
     # the container reads the file shipped beside it, the one `gateway serve` reads here
