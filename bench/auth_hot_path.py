@@ -84,7 +84,7 @@ async def main() -> None:
         settings = load_settings(environ={"GATEWAY_KEYS_FILE": str(path)})
         gate = Gate(settings)
         gate.spend = KeySpend(CollectorRegistry(), multiprocess=False)
-        gate.quotas = Quotas("memory://")
+        gate.quotas = Quotas(None)
         gated = gate.middleware(answer)
 
         cases = [

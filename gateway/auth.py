@@ -84,11 +84,15 @@ class Gate:
             return
         metrics = app.state.runtime.metrics
         self.spend = KeySpend(metrics.registry, multiprocess=metrics.multiprocess)
-        self.quotas = Quotas(self.settings.limits_store)
-        if self.settings.supervisor_pid is not None and self.settings.limits_store == "memory://":
+        self.quotas = Quotas(
+            self.settings.limits_store,
+            prefix=self.settings.state_prefix,
+            timeout_s=self.settings.state_timeout_s,
+        )
+        if self.settings.supervisor_pid is not None and self.settings.limits_store is None:
             log.warning(
-                "per-key limits are counted per worker (limits_store memory://): with N workers "
-                "a key gets up to N times its limits; set GATEWAY_LIMITS_STORE=redis://..."
+                "per-key limits are counted per worker (in memory): with N workers a key gets "
+                "up to N times its limits; set GATEWAY_STATE (or GATEWAY_LIMITS_STORE) to Redis"
             )
         reloader = asyncio.create_task(self._maintain())
         try:
@@ -97,6 +101,7 @@ class Gate:
             reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloader
+            await self.quotas.aclose()
 
     async def _maintain(self) -> None:
         """Reload the keys file when it changed; now and then drop past limit windows."""

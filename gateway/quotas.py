@@ -1,12 +1,14 @@
 """Per-key limits, counted by the ``limits`` library: requests and tokens per minute, and
 GPU-seconds per day.
 
->>> quotas = Quotas("memory://")              # one process; "redis://host:6379" is shared
+>>> quotas = Quotas(None)                     # in memory: one process
+>>> quotas = Quotas(Secret("redis://host:6379/0"), prefix="tier-gateway")   # shared
 >>> headers = await quotas.admit(record)      # raises RateLimited past a limit
 >>> await quotas.charge(record, tokens=512, gpu_s=0.8)
 
-Where the counts live is the storage URL (``limits_store`` / ``GATEWAY_LIMITS_STORE``): in
-memory they are this process's, so under ``gateway serve --workers N`` each worker counts on
+Where the counts live is the storage URL (``limits_store`` / ``GATEWAY_LIMITS_STORE``, by
+default the ``state`` Redis of the shared warmth store when there is one): in memory they
+are this process's, so under ``gateway serve --workers N`` each worker counts on
 its own and a key gets up to N times its limit; a ``redis://`` store is one count for every
 worker and replica. ``limits`` has no file- or SQLite-backed storage to share across workers
 of one machine, and a hand-written one is what the standards rule out.
@@ -41,19 +43,30 @@ request blocks the loop.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.storage import MemoryStorage, storage_from_string
+from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
 
 from gateway.errors import RateLimited
 from gateway.keys import KeyRecord
+from gateway.settings import Secret
 
+log = logging.getLogger("gateway.quotas")
 Headers = list[tuple[bytes, bytes]]
+STORE_FAILURES = (RedisError, OSError, TimeoutError)
 GPU_MS = 1000  # GPU time is counted in milliseconds: the library counts integers
 MINUTE_S, DAY_S = 60.0, 86400.0
+LIMITS_SCHEMES = {
+    "redis": "redis",
+    "rediss": "rediss",
+    "unix": "redis+unix",
+}  # settings' -> limits'
 SWEEP_EVERY_S = 10.0  # drops the in-memory counters of past windows (memory, not correctness)
 
 
@@ -79,20 +92,46 @@ def reset_text(seconds: float) -> str:
 
 
 class Quotas:
-    def __init__(self, store_url: str, *, asyncio_api: bool | None = None) -> None:
-        """``asyncio_api``: default, for every store but memory (tests set it to run the
-        Redis path's code on the in-memory store). With it, build inside the event loop."""
-        self.in_memory = (
-            not asyncio_api if asyncio_api is not None else store_url.startswith("memory:")
-        )
-        self.storage: Any = (
-            SweptMemoryStorage() if self.in_memory else storage_from_string("async+" + store_url)
-        )
+    def __init__(
+        self,
+        store: Secret | None,
+        *,
+        prefix: str = "tier-gateway",
+        timeout_s: float = 0.25,
+        asyncio_api: bool = False,
+    ) -> None:
+        """``store``: a Redis URL, or None for memory. ``asyncio_api`` runs the Redis path's
+        code on the in-memory store (tests). Build inside the event loop."""
+        self.in_memory = store is None and not asyncio_api
+        self.storage: Any
+        self._pool: ConnectionPool | None = None
+        if store is None:
+            self.storage = (
+                storage_from_string("async+memory://") if asyncio_api else SweptMemoryStorage()
+            )
+        else:
+            url = store.reveal()
+            # Our pool, so that it is ours to close; bounded as the warmth store's calls are.
+            self._pool = ConnectionPool.from_url(
+                url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            )
+            scheme, rest = url.split("://", 1)
+            self.storage = storage_from_string(
+                f"async+{LIMITS_SCHEMES[scheme]}://{rest}",
+                implementation="redispy",  # redis-py, as the warmth store (not coredis)
+                key_prefix=f"{prefix}:limits",  # beside the warmth store's <prefix>:tier:*
+                connection_pool=self._pool,  # type: ignore[arg-type]  # an option it documents
+            )
+        self.errors = 0  # store calls that failed (the request was admitted: fail open)
         self._items: dict[tuple[str, int], RateLimitItem] = {}
         # (key name, kind) -> (count, window end) as this process last counted it: the tokens
         # and GPU time a request will use are unknown when it is admitted, so it is checked
         # against the last count, and a window's end is read from the store once per window.
         self._seen: dict[tuple[str, str], tuple[int, float]] = {}
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
 
     def sweep(self) -> None:
         """Drop counters of past windows (in memory; a network store expires its own)."""
@@ -113,15 +152,29 @@ class Quotas:
         count <= limit), keeping the count it throws away: the ``x-ratelimit-remaining-*``
         headers need it, and reading it back costs as much as the hit."""
         store_key = item.key_for(name)
-        result = self.storage.incr(store_key, item.get_expiry(), amount=cost)
-        count: int = result if self.in_memory else await result
+        if self.in_memory:
+            count: int = self.storage.incr(store_key, item.get_expiry(), amount=cost)
+        else:
+            try:
+                count = await self.storage.incr(store_key, item.get_expiry(), amount=cost)
+            except STORE_FAILURES as exc:
+                # A down or swamped Redis must not take the gateway down with it: the request
+                # is admitted uncounted (fail open), the failure logged and counted.
+                self.errors += 1
+                log.warning("limits store failed, key %s admitted uncounted: %r", name, exc)
+                return 0
         seen = self._seen.get((name, kind))
         now = time.time()
         if seen is not None and seen[1] > now and count > cost:
             ends = seen[1]  # the window this process saw open is still the one counting
+        elif self.in_memory:
+            ends = self.storage.get_expiry(store_key)
         else:
-            result = self.storage.get_expiry(store_key)
-            ends = result if self.in_memory else await result
+            try:
+                ends = await self.storage.get_expiry(store_key)
+            except STORE_FAILURES:
+                self.errors += 1
+                ends = now + item.get_expiry()
         self._seen[(name, kind)] = (count, ends)
         return count
 

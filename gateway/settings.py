@@ -15,10 +15,12 @@ Environment overrides (each named in errors with where it came from):
 - ``GATEWAY_MODAL_KEY`` / ``GATEWAY_MODAL_SECRET``: Modal proxy-auth token for ``modal`` tiers.
 - ``GATEWAY_LOCAL_TIER``: ``auto`` (default: the embedded CPU tier serves ``dev`` when dev
   has no URL) or ``off``.
+- ``GATEWAY_STATE``: ``redis://host:port/db`` (or ``rediss://``, ``unix://``): keep the
+  tiers' warmth in Redis, shared by every replica (default: the SQLite file / memory).
 - ``GATEWAY_KEYS_FILE``: the API keys file (``gateway keys``); set, every route but
   ``/health`` needs a key.
 - ``GATEWAY_LIMITS_STORE``: where per-key limits are counted: ``memory://`` (one process) or
-  a ``redis://`` URL (shared by every worker and replica).
+  a Redis URL (shared by every worker and replica); default: the ``state`` Redis, if any.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ MODAL_HOLD_S = 150.0  # a Modal web endpoint holds a request this long, then ans
 WARMTH_DB_ENV = "GATEWAY_WARMTH_DB"  # set by `gateway serve --workers N` when unset
 EMBEDDED_URL_ENV = "GATEWAY_EMBEDDED_TIER_URL"  # set by `gateway serve` for its workers
 SUPERVISOR_ENV = "GATEWAY_SUPERVISOR_PID"  # set by `gateway serve --workers N` for its workers
+STATE_ENV = "GATEWAY_STATE"
+STATE_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url understands
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.toml"
 
 Kind = Literal["modal", "openai"]
@@ -88,8 +92,15 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     tiers_file: str = "tiers.toml"
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
     warmth_db: str = ""  # shared warmth store (SQLite file); "" = in memory, one worker
+    state: str = ""  # "redis://host:port/db": warmth shared by replicas; "" = warmth_db
+    state_prefix: str = "tier-gateway"  # Redis keys are <prefix>:tier:<name>
+    # A Redis call on a LAN takes < 1 ms; 250 ms means it is down or swamped, and a request
+    # must not wait longer than that for shared state it can do without.
+    state_timeout_s: Seconds = 0.25
+    # A crashed replica's warm-up is taken over within this (renewed every third of it).
+    warmup_lease_s: Seconds = 30.0
     keys_file: str = ""  # API keys (gateway keys); relative to this file; "" = keys off
-    limits_store: str = "memory://"  # per-key limits: memory:// (one process) or redis://...
+    limits_store: str = ""  # per-key limits: memory:// or a Redis URL; "" = state, else memory
     tiers: dict[str, TierFileEntry]
 
 
@@ -128,11 +139,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tiers: dict[str, Tier]
     local_tier: Literal["auto", "off"] = "auto"
     warmth_db: str = ""
+    state: Secret | None = None  # a Redis URL (it may hold a password); None = warmth_db
+    state_prefix: str = "tier-gateway"
+    state_timeout_s: float = 0.25
+    warmup_lease_s: float = 30.0
     supervisor_pid: int | None = None  # a worker of `gateway serve --workers N`: its parent
     modal_key: Secret | None = None
     modal_secret: Secret | None = None
     keys_file: Path | None = None  # None: keys off (every route open)
-    limits_store: str = "memory://"
+    limits_store: Secret | None = None  # a Redis URL (it may hold a password); None: memory
 
     @property
     def embedded_tier(self) -> Tier | None:
@@ -237,17 +252,29 @@ def load_settings(
     if gateway_env is not None and gateway_env not in tiers:
         raise SettingsError(f"GATEWAY_ENV: no tier named {gateway_env!r} in {path}")
 
+    state = env.get(STATE_ENV) or file.state
+    if state:
+        where = STATE_ENV if env.get(STATE_ENV) else f"{path}: state"
+        if urlsplit(state).scheme not in STATE_SCHEMES:
+            # the value itself is not shown: a Redis URL may carry a password
+            raise SettingsError(f"{where}: not a {'://, '.join(STATE_SCHEMES)}:// URL")
+    if not file.state_prefix or ":" in file.state_prefix:
+        raise SettingsError(
+            f"{path}: state_prefix: {file.state_prefix!r} must be non-empty, no ':'"
+        )
     keys_file = None  # from the environment as given (the shell's directory), else beside the file
     if env.get("GATEWAY_KEYS_FILE"):
         keys_file = Path(env["GATEWAY_KEYS_FILE"])
     elif file.keys_file:
         keys_file = path.parent / file.keys_file
-    limits_store = env.get("GATEWAY_LIMITS_STORE") or file.limits_store
-    if urlsplit(limits_store).scheme not in ("memory", "redis", "rediss", "redis+sentinel"):
+    # Per-key limits count where the warmth is shared, unless told otherwise.
+    limits_store = env.get("GATEWAY_LIMITS_STORE") or file.limits_store or state or "memory://"
+    if urlsplit(limits_store).scheme not in ("memory", *STATE_SCHEMES):
         where = (
             "GATEWAY_LIMITS_STORE" if env.get("GATEWAY_LIMITS_STORE") else f"{path}: limits_store"
         )
-        raise SettingsError(f"{where}: {limits_store!r} is not a memory:// or redis:// URL")
+        # the value itself is not shown: a Redis URL may carry a password
+        raise SettingsError(f"{where}: not memory:// or a {'://, '.join(STATE_SCHEMES)}:// URL")
 
     key_, secret = env.get("GATEWAY_MODAL_KEY"), env.get("GATEWAY_MODAL_SECRET")
     if bool(key_) != bool(secret):
@@ -260,9 +287,13 @@ def load_settings(
         tiers=tiers,
         local_tier=local_mode,  # type: ignore[arg-type]
         warmth_db=env.get(WARMTH_DB_ENV) or file.warmth_db,
+        state=Secret(state) if state else None,
+        state_prefix=file.state_prefix,
+        state_timeout_s=file.state_timeout_s,
+        warmup_lease_s=file.warmup_lease_s,
         supervisor_pid=int(env[SUPERVISOR_ENV]) if env.get(SUPERVISOR_ENV, "").isdigit() else None,
         modal_key=Secret(key_) if key_ else None,
         modal_secret=Secret(secret) if secret else None,
         keys_file=keys_file,
-        limits_store=limits_store,
+        limits_store=None if limits_store.startswith("memory:") else Secret(limits_store),
     )

@@ -141,7 +141,7 @@ def key(**limits: Any) -> KeyRecord:
 def new_quotas(request: pytest.FixtureRequest) -> Any:
     """Quotas on the in-memory store, through the synchronous API (what memory:// uses) and
     the asyncio one (what redis:// uses)."""
-    return lambda: Quotas("memory://", asyncio_api=request.param == "asyncio")
+    return lambda: Quotas(None, asyncio_api=request.param == "asyncio")
 
 
 async def test_rpm_refuses_with_retry_after_and_openai_headers(new_quotas: Any) -> None:
@@ -246,17 +246,23 @@ def test_keys_file_comes_from_the_environment_or_beside_the_config(tmp_path: Pat
 
 
 def test_limits_store_must_be_a_storage_url() -> None:
-    assert load_settings(environ={}).limits_store == "memory://"
-    shared = load_settings(environ={"GATEWAY_LIMITS_STORE": "redis://127.0.0.1:6379/0"})
-    assert shared.limits_store == "redis://127.0.0.1:6379/0"
-    with pytest.raises(SettingsError, match="GATEWAY_LIMITS_STORE: 'sqlite:///x' is not"):
-        load_settings(environ={"GATEWAY_LIMITS_STORE": "sqlite:///x"})
+    assert load_settings(environ={}).limits_store is None  # memory
+    url = "redis://:pw@127.0.0.1:6379/0"
+    shared = load_settings(environ={"GATEWAY_LIMITS_STORE": url})
+    assert shared.limits_store is not None and shared.limits_store.reveal() == url
+    with_state = load_settings(environ={"GATEWAY_STATE": url})  # limits follow the warmth
+    assert with_state.limits_store is not None and with_state.limits_store.reveal() == url
+    apart = load_settings(environ={"GATEWAY_STATE": url, "GATEWAY_LIMITS_STORE": "memory://"})
+    assert apart.limits_store is None
+    with pytest.raises(SettingsError, match="GATEWAY_LIMITS_STORE: not memory://") as info:
+        load_settings(environ={"GATEWAY_LIMITS_STORE": "sqlite://:secret@x"})
+    assert "secret" not in str(info.value)
 
 
 async def test_the_memory_store_starts_no_thread_per_write_and_sweeps_when_asked() -> None:
     import threading
 
-    quotas = Quotas("memory://")
+    quotas = Quotas(None)
     threads = threading.active_count()
     for _ in range(50):
         await quotas.admit(key(rpm=1000, tpm=1000))
