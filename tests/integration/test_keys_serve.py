@@ -14,6 +14,7 @@ import pytest
 from gateway.cli import _loopback, main
 from gateway.keys import KeyRecord, add_key, hash_key, new_key
 from tests.integration.test_serve import gateway_process, stop_group
+from tests.redis_server import RedisServer
 
 
 def test_serving_a_public_address_without_keys_is_refused(
@@ -92,3 +93,14 @@ def test_keys_cli_runs_as_a_command(tmp_path: Path) -> None:
         check=True,
     )
     assert done.stdout.splitlines()[-1].startswith("tg-")
+
+
+def test_workers_on_redis_share_one_limit(tmp_path: Path, redis_server: RedisServer) -> None:
+    path = tmp_path / "keys.json"
+    key = new_key()
+    add_key(path, KeyRecord(name="team-a", hash=hash_key(key), tiers=("prod",), rpm=3))
+    env = {"GATEWAY_KEYS_FILE": str(path), "GATEWAY_STATE": redis_server.url}
+    with gateway_process(env, "--workers", "2") as (_, url):
+        auth = {"connection": "close", "Authorization": f"Bearer {key}"}
+        codes = [httpx.get(url + "/v1/models", headers=auth).status_code for _ in range(8)]
+    assert codes.count(200) == 3 and codes.count(429) == 5, codes  # one count for both
