@@ -207,46 +207,64 @@ def test_spend_by_key_name_in_status_and_metrics(
     assert 'gateway_key_requests_total{key="team-both",tier="dev"} 3.0' in metrics
 
 
-def test_no_secret_in_any_output(
-    make_client: Callable[[Settings], TestClient[Any]],
-    make_settings: Callable[..., Settings],
-    keys: Keys,
-    router: respx.MockRouter,
-    caplog: Any,
-) -> None:
-    """Sentinels: every client key, the Modal key and secret. The prod tier echoes the
-    request's headers back in its error body, as a misconfigured proxy does."""
-    caplog.set_level(logging.DEBUG)
-    client = make_client(make_settings(GATEWAY_KEYS_FILE=str(keys.path)))
-    sentinels = [keys.admin, keys.dev_only, keys.both, MODAL_KEY, MODAL_SECRET]
+class Session:
+    """Every output of a session with keys on, a tier echoing the request's headers back in
+    its error body (as a misconfigured proxy does), and the Modal proxy token configured."""
 
+    def __init__(self, client: TestClient[Any], keys: Keys, router: respx.MockRouter) -> None:
+        self.unknown = "tg-unknown-" + keys.both[3:]
+        router.get(PROD_URL + "/health", name="prod-health").respond(200)
+        client.headers.update(bearer(keys.admin))
+        warm_prod(client, router)
+        router.post(PROD_URL + CHAT).mock(side_effect=self.echo)
+        router.post(DEV_URL + CHAT).mock(side_effect=self.echo)
+        outputs: list[str] = []
+        for key in (keys.admin, keys.both, keys.dev_only, self.unknown, ""):
+            for tier in ("prod", "dev"):
+                response = client.post(
+                    CHAT,
+                    headers=bearer(key),
+                    json={"model": tier, "messages": [{"role": "user", "content": "hi"}]},
+                )
+                outputs += [response.text, str(response.headers)]
+        for path in ("/status", "/metrics", "/ready", "/v1/models"):
+            response = client.get(path)
+            outputs += [response.text, str(response.headers)]
+        self.responses = "\n".join(outputs)
+        self.tier_saw = "\n".join(str(call.request.headers) for call in router.calls)
+
+    @staticmethod
     def echo(request: Any) -> Any:
         import httpx
 
         echoed = "; ".join(f"{k}: {v}" for k, v in request.headers.items())
         return httpx.Response(400, json={"error": {"message": f"bad request, headers: {echoed}"}})
 
-    router.get(PROD_URL + "/health", name="prod-health").respond(200)
-    client.headers.update(bearer(keys.admin))
-    warm_prod(client, router)
-    router.post(PROD_URL + CHAT).mock(side_effect=echo)
-    router.post(DEV_URL + CHAT).mock(side_effect=echo)
-    outputs: list[str] = []
-    for key in (keys.admin, keys.both, keys.dev_only, "tg-unknown-" + keys.both[3:]):
-        for tier in ("prod", "dev"):
-            response = client.post(
-                CHAT,
-                headers=bearer(key),
-                json={"model": tier, "messages": [{"role": "user", "content": "hi"}]},
-            )
-            outputs += [response.text, str(response.headers)]
-    for path in ("/status", "/metrics", "/ready", "/v1/models"):
-        response = client.get(path)
-        outputs += [response.text, str(response.headers)]
-    outputs += [record.getMessage() + str(record.__dict__) for record in caplog.records]
-    text = "\n".join(outputs)
-    for sentinel in sentinels:
+
+def logged(caplog: Any) -> str:
+    return "\n".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
+
+
+def test_no_client_key_in_any_output(
+    keyed: TestClient[Any], keys: Keys, router: respx.MockRouter, caplog: Any
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    session = Session(keyed, keys, router)
+    text = session.responses + logged(caplog)
+    for sentinel in (keys.admin, keys.dev_only, keys.both, session.unknown):
         assert sentinel not in text
-    # And the tier never saw a client's key: the gateway sends its own credentials only.
-    for call in router.calls:
-        assert not any(key in str(call.request.headers) for key in sentinels[:3])
+        assert sentinel not in session.tier_saw  # the tier gets the gateway's credentials only
+    # The log names the key, or says it was unknown.
+    keyed_lines = [r for r in caplog.records if getattr(r, "key", None) is not None]
+    assert {"team-both", "team-dev", "ops", "unknown"} <= {r.key for r in keyed_lines}
+
+
+def test_no_tier_credential_in_any_output(
+    keyed: TestClient[Any], keys: Keys, router: respx.MockRouter, caplog: Any
+) -> None:
+    """The Modal proxy token, echoed back by the tier: the redactor's part (gateway.redact)."""
+    caplog.set_level(logging.DEBUG)
+    session = Session(keyed, keys, router)
+    text = session.responses + logged(caplog)
+    for sentinel in (MODAL_KEY, MODAL_SECRET):
+        assert sentinel not in text
