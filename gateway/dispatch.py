@@ -154,6 +154,12 @@ class Dispatcher:
         except OutputInvalid as error:
             error.members.setdefault("tier", name)
             raise
+        except RecursionError:  # output nested past the JSON decoder's depth limit
+            bad = BadUpstreamResponse(
+                f"tier {name}'s output nests deeper than the gateway decodes", tier=name
+            )
+            self.warmth.record_failure(name, bad.detail)
+            raise bad from None
         return Outcome(
             reply=reply, output=output, requested=job.requested, served=name, reason=reason
         )

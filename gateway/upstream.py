@@ -352,8 +352,9 @@ class TierClient:
             )
         if status in (307, 308):  # repeat the request as it was: same origin, same body
             return request._replace(url=target)
-        # 301/302/303: a GET of the result URL, without the body
-        return RawRequest("GET", target, self._headers)
+        # 301/302/303: a GET of the result URL, without the body (the request id stays)
+        headers = tuple(h for h in request.headers if h[0] != "content-type")
+        return RawRequest("GET", target, headers)
 
     def _translate(self, exc: Exception, budget_s: float) -> GatewayError:
         name = self.tier.name

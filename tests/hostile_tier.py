@@ -174,7 +174,7 @@ class HostileTier:
     async def _answer(self, request: Seen, writer: asyncio.StreamWriter) -> bool:
         """Write the answer; False: the connection is finished."""
         rid = request.headers.get("x-request-id", "")
-        good = answer(completion_for(rid))
+        good = completion_for(rid)  # the body of a good answer for this request
         if request.path == "/health":
             writer.write(answer(b'{"status":"ok"}'))
             return True
@@ -183,7 +183,7 @@ class HostileTier:
             if hop < 2:
                 writer.write(answer(b"", f"location: /result/{hop + 1}", status="303 See Other"))
             else:
-                writer.write(good)
+                writer.write(answer(good))
             return True
         if request.path == "/loop":
             writer.write(answer(b"", "location: /loop", status="307 Temporary Redirect"))
@@ -193,7 +193,7 @@ class HostileTier:
 
 
 async def _ok(tier: HostileTier, w: asyncio.StreamWriter, good: bytes) -> bool:
-    w.write(good)
+    w.write(answer(good))
     return True
 
 
@@ -201,7 +201,7 @@ async def _continue_100(tier: HostileTier, w: asyncio.StreamWriter, good: bytes)
     w.write(head("100 Continue"))
     await w.drain()
     await asyncio.sleep(0.05)
-    w.write(good)
+    w.write(answer(good))
     return True
 
 
@@ -209,7 +209,7 @@ async def _early_hints(tier: HostileTier, w: asyncio.StreamWriter, good: bytes) 
     w.write(head("103 Early Hints", "link: </style.css>; rel=preload"))
     await w.drain()
     await asyncio.sleep(0.3)  # the old client answered the 103 and gave this to the next call
-    w.write(good)
+    w.write(answer(good))
     return True
 
 
@@ -247,7 +247,7 @@ async def _gzip_bomb(tier: HostileTier, w: asyncio.StreamWriter, good: bytes) ->
 
 
 async def _truncated(tier: HostileTier, w: asyncio.StreamWriter, good: bytes) -> bool:
-    w.write(head("200 OK", "content-length: 1000") + good[-200:][:10])
+    w.write(head("200 OK", "content-length: 1000") + good[:10])
     return False
 
 
@@ -297,12 +297,12 @@ async def _drip_head(tier: HostileTier, w: asyncio.StreamWriter, good: bytes) ->
 
 
 async def _extra_after(tier: HostileTier, w: asyncio.StreamWriter, good: bytes) -> bool:
-    w.write(good + b'HTTP/1.1 200 OK\r\ncontent-length: 4000\r\n\r\n{"id":')
+    w.write(answer(good) + b'HTTP/1.1 200 OK\r\ncontent-length: 4000\r\n\r\n{"id":')
     return True  # and keep the connection: the pool must not
 
 
 async def _unsolicited(tier: HostileTier, w: asyncio.StreamWriter, good: bytes) -> bool:
-    w.write(good)
+    w.write(answer(good))
     await w.drain()
     await asyncio.sleep(0.1)
     w.write(answer(completion_for("someone-else")))  # unasked: must answer nobody
