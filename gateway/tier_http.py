@@ -313,11 +313,14 @@ class AiohttpExchanger:
         whole = False
         try:
             self._check_length(response)
-            parts = [chunk async for chunk in self._body_chunks(response, None)]
+            if response.content_length is not None and "content-encoding" not in response.headers:
+                # the common answer: a length within the cap, not encoded; read in one call
+                body = await _read_payload(response)
+            else:
+                body = b"".join([chunk async for chunk in self._body_chunks(response, None)])
             whole = True
         finally:
             _finish(response, whole)
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
         return RawResponse(response.status, _headers(response), body)
 
     @asynccontextmanager
@@ -346,6 +349,13 @@ class AiohttpExchanger:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_payload(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.content.read()
+    except aiohttp.ClientError as exc:  # cut short, reset
+        raise BadAnswer(_describe(exc)) from None
 
 
 def _finish(response: aiohttp.ClientResponse, whole: bool) -> None:
