@@ -36,16 +36,19 @@ Deadlines are the caller's: ``TierClient`` wraps the whole exchange, body includ
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
+import weakref
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import aiohttp
 import httpx
 
 if TYPE_CHECKING:
+    from aiohttp.client_proto import ResponseHandler
     from aiohttp.client_reqrep import ClientRequest
     from aiohttp.tracing import Trace
 
@@ -63,6 +66,9 @@ MAX_CONNECTIONS = 512
 KEEPALIVE_S = 4.0
 READ_CHUNK = 64 * 1024  # aiohttp's read buffer: a typical answer arrives in one chunk
 DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})
+# Per task: where the connector notes whether the current attempt got a reused socket. A
+# holder the caller owns, so the note survives aiohttp running connect in a copied context.
+_ATTEMPT: contextvars.ContextVar[list[bool]] = contextvars.ContextVar("tier_http_attempt")
 
 
 class ExchangeError(Exception):
@@ -107,14 +113,13 @@ class RawStream(NamedTuple):
 
     status: int
     headers: tuple[tuple[str, str], ...]
-    chunks_of: Any  # the async iterator factory; use ``chunks()``
+    chunks_of: Callable[[], AsyncIterator[bytes]]  # use ``chunks()``
 
     def header(self, name: str) -> str | None:
         return RawResponse(self.status, self.headers, b"").header(name)
 
     def chunks(self) -> AsyncIterator[bytes]:
-        iterator: AsyncIterator[bytes] = self.chunks_of()
-        return iterator
+        return self.chunks_of()
 
     async def read(self) -> bytes:
         """The whole (remaining) body, within the exchanger's cap."""
@@ -130,7 +135,8 @@ class Exchanger(Protocol):
 
     def open_stream(
         self, request: RawRequest, *, connect_timeout: float, idle_timeout: float
-    ) -> Any:  # an async context manager of RawStream
+    ) -> AbstractAsyncContextManager[RawStream]:
+        """The answer's status and head; its body through ``RawStream.chunks()``."""
         ...
 
     async def aclose(self) -> None: ...
@@ -185,6 +191,10 @@ class _OneMessageConnector(aiohttp.TCPConnector):
     that arrived while it sat idle) is closed, never handed to the next request: that
     answer would be read as the next request's."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._served: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+
     async def connect(
         self,
         req: ClientRequest,
@@ -195,6 +205,11 @@ class _OneMessageConnector(aiohttp.TCPConnector):
             connection = await super().connect(req, traces, timeout)
             protocol = connection.protocol
             if protocol is None or not protocol.should_close:
+                attempt = _ATTEMPT.get(None)
+                if attempt is not None:  # tell _start whether this socket served before
+                    attempt.append(protocol in self._served)
+                if protocol is not None:
+                    self._served.add(protocol)
                 return connection
             connection.close()  # a fresh connection never holds bytes: the loop ends
 
@@ -243,6 +258,8 @@ class AiohttpExchanger:
 
     async def _start(self, request: RawRequest, connect_timeout: float) -> aiohttp.ClientResponse:
         session = self._open_session()
+        attempt: list[bool] = []  # filled by _OneMessageConnector: was the socket reused?
+        _ATTEMPT.set(attempt)
         try:
             try:
                 return await self._send(session, request, connect_timeout)
@@ -250,6 +267,9 @@ class AiohttpExchanger:
                 # Closed before any byte of an answer: on a kept-alive socket that is the
                 # server's idle timer racing the request (vLLM's uvicorn closes idle sockets
                 # after 5 s). A completion has no side effects: once more, on a fresh socket.
+                # A fresh socket that fails is the tier's answer: never repeated.
+                if not (attempt and attempt[-1]):
+                    raise
                 return await self._send(session, request, connect_timeout)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise ConnectFailed(f"could not connect: {exc}") from None

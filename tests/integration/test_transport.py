@@ -146,14 +146,19 @@ async def closed_port() -> str:
 
 
 async def test_refused_connection_and_early_hang_up_are_told_apart(serve, client) -> None:
+    requests = 0
+
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
         await read_request(reader)
+        requests += 1
         writer.close()
 
     with pytest.raises(ConnectFailed):
         await client.get(await closed_port() + "/x")
     with pytest.raises(BadAnswer):
         await client.post(await serve(hang_up) + "/x")
+    assert requests == 1  # a fresh socket hung up on: that is the answer, never repeated
 
 
 def tier_client(url: str) -> TierClient:
