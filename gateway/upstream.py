@@ -116,10 +116,6 @@ def sanitize_retry_after(value: str | None, default: int) -> str:
     return str(min(int(value[:6]), MAX_RETRY_AFTER_S))  # 6 digits already exceed the cap
 
 
-class TierRedirectError(Exception):
-    """A redirect the tier client will not follow (raised and caught inside this module)."""
-
-
 class TierStream(msgspec.Struct, frozen=True, kw_only=True):
     """A 2xx answer whose body is still coming: ``async for chunk in stream.chunks()``.
 
