@@ -14,6 +14,7 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.settings import Settings, load_settings
 from tests.hostile_tier import HostileTier
+from tests.redis_server import RedisServer
 
 DEV_URL = "http://dev.tier.test"
 PROD_URL = "https://prod--tier.modal.test"
@@ -125,3 +126,13 @@ def hostile_tier() -> Iterator[HostileTier]:
     (tests/hostile_tier.py); stopped after the test."""
     with HostileTier() as tier:
         yield tier
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server of this test's own (empty, on a free loopback port)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
