@@ -54,6 +54,7 @@ tier never pays an fsync. Time comes only from the injected :class:`Clock`, so t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import secrets
@@ -92,7 +93,7 @@ T = TypeVar("T")
 
 ETA_FLOOR_S = 1.0  # a warm-up past its expected time is "any moment now", never 0 or negative
 TRIAL_PROBE_S = 10.0  # a free tier's health answer is instant once up (upstream.PROBE_TIMEOUT)
-TRIAL_OWNER_SUFFIX = "/trial"  # a request's trial holds the lease apart from this worker's
+TRIAL_OWNER_SUFFIX = "/trial"  # a request's trial holds the lease apart from the warm-ups'
 MAX_ERROR_CHARS = 300  # last_error is for people reading /status, not a log
 
 
@@ -131,6 +132,7 @@ class WarmthTracker:
         self._warmups: dict[str, asyncio.Task[TierState]] = {}
         self._writes: set[asyncio.Task[None]] = set()
         self._write_lock = asyncio.Lock()
+        self._trial_ids = itertools.count()
 
     def config(self, tier: str) -> TierWarmthConfig:
         return self._configs[tier]
@@ -214,7 +216,7 @@ class WarmthTracker:
         or failure, recorded as for any request, ends the trial; if neither comes (the
         caller was cancelled), the lease lapses after ``ttl_s`` and the next trial is due."""
         cfg, now = self._configs[tier], self.clock.time()
-        owner = self.owner + TRIAL_OWNER_SUFFIX
+        owner = f"{self.owner}{TRIAL_OWNER_SUFFIX}:{next(self._trial_ids)}"  # one per request
         change = trial_claimed(cfg, now, owner, ttl_s)
         try:
             record = await self._store.update(tier, change)
