@@ -20,6 +20,7 @@ import msgspec
 from gateway.clock import Clock
 from gateway.keepwarm import parse_schedule, run_keepwarm
 from gateway.recovery import RECOVERY_TICK_S, run_recovery
+from gateway.redact import Redactor
 from gateway.routing import TierView
 from gateway.settings import Settings, Tier
 from gateway.upstream import TierClient
@@ -79,6 +80,7 @@ class TierStates:
         self.tracker = tracker
         self.store = store
         self.probes = probes
+        self.redactor = Redactor.for_settings(settings)
         self._keepwarm: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
 
@@ -205,8 +207,8 @@ class TierStates:
             self.tracker.record_success(tier, latency_s)
 
     def record_failure(self, tier: str, error: str) -> None:
-        if tier in self.probes:
-            self.tracker.record_failure(tier, error)
+        if tier in self.probes:  # shown in /status: a tier's words lose our secrets first
+            self.tracker.record_failure(tier, self.redactor.text(error))
 
     def trigger_warm_up(self, tier: str) -> None:
         if tier in self.probes:

@@ -43,6 +43,7 @@ from gateway.errors import (
     TierUnavailable,
     UpstreamRejected,
 )
+from gateway.redact import Redactor
 from gateway.schemas import ChatCompletion
 from gateway.settings import MODAL_HOLD_S, Settings, Tier
 from gateway.transport import (
@@ -119,6 +120,7 @@ class TierClient:
             headers["Modal-Key"] = settings.modal_key.reveal()
             headers["Modal-Secret"] = settings.modal_secret.reveal()
         self._auth = frozenset(k for k in headers if k.startswith("Modal-"))
+        self._redactor = Redactor.for_settings(settings)  # a tier may echo our headers back
         self._headers = tuple(headers.items())
         self._origin = _origin(tier.url) if tier.url else None
         json_post = (*self._headers, ("content-type", "application/json"))
@@ -244,7 +246,7 @@ class TierClient:
         name = self.tier.name
         error: GatewayError
         if status in (400, 404, 413, 422):
-            reason = upstream_reason(response.body)
+            reason = self._redactor.text(upstream_reason(response.body))
             error = UpstreamRejected(
                 f"tier {name} rejected the request: {reason}",
                 status=status,
