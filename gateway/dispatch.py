@@ -43,6 +43,7 @@ class Warmth(Protocol):
     def trigger_warm_up(self, tier: str) -> None: ...
     async def wait_warm(self, tier: str, timeout_s: float) -> bool: ...
     async def claim_trial(self, tier: str, budget_s: float) -> bool: ...
+    def end_trial(self, tier: str) -> None: ...
     def retry_after(self, tier: str) -> float | None: ...
 
 
@@ -137,7 +138,9 @@ class Dispatcher:
             return await self._call(job, plan.primary, left, reason=None)
 
         try:
-            return await self._call(job, plan.primary, plan.primary_budget_s, reason=None)
+            return await self._call(
+                job, plan.primary, plan.primary_budget_s, reason=None, trial=plan.trial
+            )
         except GatewayError as error:
             reason = failure_reason(error)
             if plan.fallback is None or reason is None:
@@ -147,15 +150,22 @@ class Dispatcher:
                 raise
             return await self._call(job, plan.fallback, left, reason=reason)
 
-    async def _call(self, job: Job, name: str, budget_s: float, *, reason: str | None) -> Outcome:
+    async def _call(
+        self, job: Job, name: str, budget_s: float, *, reason: str | None, trial: bool = False
+    ) -> Outcome:
+        """Call one tier and record the outcome. ``trial``: the call is a down tier's trial;
+        an end that is neither success nor failure (a 4xx, the client gone) gives it back."""
         tier = self.settings.tiers[name]
         if budget_s <= 0:
             raise TierTimeout(f"no time was left to call tier {name}", tier=name, budget_s=0.0)
+        settled = False
         try:
             reply = await self.clients[name].complete(
                 job.payload(tier), budget_s=budget_s, request_id=job.request_id
             )
+            settled = True
         except (TierUnavailable, TierTimeout, BadUpstreamResponse) as error:
+            settled = True
             self.warmth.record_failure(name, error.detail)
             retry_s = self.warmth.retry_after(name)
             if isinstance(error, TierUnavailable) and retry_s is not None:
@@ -163,6 +173,9 @@ class Dispatcher:
                 error.headers["Retry-After"] = _seconds(retry_s)
                 error.members["state"] = "down"
             raise
+        finally:
+            if trial and not settled:
+                self.warmth.end_trial(name)
         self.warmth.record_success(name, reply.latency_s)
         try:
             output = job.check(reply) if job.check is not None else None

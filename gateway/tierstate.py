@@ -175,6 +175,11 @@ class TierStates:
         """Make this request the trial of a down tier (False: another took it)."""
         return tier in self.probes and await self.tracker.claim_trial(tier, budget_s)
 
+    def end_trial(self, tier: str) -> None:
+        """A request's trial ended with neither success nor failure: the next may start."""
+        if tier in self.probes:
+            self.tracker.end_trial(tier)
+
     def retry_after(self, tier: str) -> float | None:
         """Seconds until a down tier's next trial (from this worker's cache); None if not
         down."""

@@ -297,6 +297,26 @@ def trial_failed(cfg: TierWarmthConfig, now: float, error: str, owner: str) -> C
     return change
 
 
+def trial_ended(cfg: TierWarmthConfig, now: float) -> Change:
+    """A down tier's trial ended with no verdict (the tier answered 4xx to a request that was
+    at fault, the client hung up, shutdown): its lease is given back, it does not count, and
+    the next trial may start at once."""
+
+    def change(old: TierRecord | None) -> TierRecord:
+        record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+        if record.state != "down" or not record.lease_held(now):
+            return old or record
+        return replace(
+            record,
+            lease_owner=None,
+            lease_expires=None,
+            retry_at=now,
+            trials=max(0, record.trials - 1),
+        )
+
+    return change
+
+
 def succeeded(cfg: TierWarmthConfig, now: float, latency_s: float) -> Change:
     def change(old: TierRecord | None) -> TierRecord:
         record = effective(cfg, old or TierRecord(state="unknown", since=now), now)

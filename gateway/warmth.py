@@ -80,6 +80,7 @@ from gateway.warmstore import (
     next_trial_at,
     succeeded,
     trial_claimed,
+    trial_ended,
     trial_failed,
     warmed,
     went_cold,
@@ -226,6 +227,12 @@ class WarmthTracker:
         self._remember(tier, record)
         return record.lease_owner == owner and record.lease_held(now)
 
+    def end_trial(self, tier: str) -> None:
+        """A request's trial ended with no verdict (see ``trial_ended``); written behind."""
+        change = trial_ended(self._configs[tier], self.clock.time())
+        self._remember(tier, change(self._cached(tier)))
+        self._write_behind(tier, change)
+
     # -- recording -----------------------------------------------------------------------
 
     def record_success(self, tier: str, latency_s: float) -> None:
@@ -332,7 +339,7 @@ class WarmthTracker:
                 outcome = trial_failed(cfg, self.clock.time(), f"trial probe: {why}", self.owner)
         finally:
             if outcome is None:  # cancelled (shutdown): the next trial may start at once
-                outcome = trial_failed(cfg, self.clock.time(), "trial cut short", self.owner)
+                outcome = trial_ended(cfg, self.clock.time())
             await self._finish(tier, outcome)
         after = self.peek(tier)
         if after.state == "down":

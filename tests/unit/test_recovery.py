@@ -164,3 +164,29 @@ async def test_a_record_written_before_retry_at_existed_is_tried_after_the_first
     tracker = WarmthTracker({"modal": MODAL}, MemoryStore({"modal": old}), clock)
     assert (await tracker.state("modal")).next_trial_s == 10.0
     await tracker.aclose()
+
+
+async def test_a_trial_ended_with_no_verdict_lets_the_next_request_try_at_once(tracker, clock):
+    """The trial request was refused 400 for its own fault, or its client hung up."""
+    take_down(tracker, "modal")
+    await clock.advance(60)
+    assert await tracker.claim_trial("modal", 180)
+    tracker.end_trial("modal")
+    state = await tracker.state("modal")
+    assert (state.state, state.next_trial_s, state.trial_running) == ("down", 0.0, False)
+    await clock.advance(0)  # the write behind lands
+    assert (await tracker.snapshot())["modal"].trials == 0  # it did not count
+    assert await tracker.claim_trial("modal", 180)
+
+
+async def test_a_probe_trial_cut_short_by_shutdown_leaves_the_next_trial_due(clock):
+    store = MemoryStore()
+    tracker = WarmthTracker({"free": FREE}, store, clock)
+    take_down(tracker, "free")
+    await clock.advance(5)
+    tracker.trigger_trial("free", ScriptedProbe(clock, [True], takes_s=30))
+    await clock.advance(1)
+    await tracker.aclose()
+    record = await store.load("free")
+    assert record is not None
+    assert (record.state, record.lease_owner, record.retry_at) == ("down", None, T0 + 6)
