@@ -36,6 +36,8 @@ SECRET_NAME = re.compile(
 # Names matched above that are harmless and useful to keep readable.
 NOT_SECRET = frozenset({"max_tokens", "max_completion_tokens"})
 MIN_SECRET_LEN = 8  # shorter values would redact ordinary words
+MIN_PARTIAL_LEN = 4  # a cut-off secret's first 4+ characters at a text's end: "wk-a" and on
+MODAL_NAME = re.compile("modal-", re.I)
 # A line that is a Modal-* header ("Modal-Key: wk-..."), as an echo of the request prints it.
 MODAL_HEADER_LINE = re.compile(
     r"^[ \t>]*[\"']?modal-[\w-]*[\"']?[ \t]*[:=].*(\r?\n|$)", re.I | re.M
@@ -59,6 +61,10 @@ class Redactor:
     def __init__(self, values: Iterable[str] = ()) -> None:
         # Longest first, so a secret containing another is replaced whole.
         self.values = sorted({v for v in values if len(v) >= MIN_SECRET_LEN}, key=len, reverse=True)
+        # One pass over a text for all of them (a log line per request passes here).
+        self._any = re.compile("|".join(map(re.escape, self.values))) if self.values else None
+        # Anything to do at all: one search, the common case of a log line (nothing found).
+        self._suspect = re.compile("|".join([*map(re.escape, self.values), "(?i:modal-)"]))
 
     @classmethod
     def for_settings(cls, settings: Settings, extra: Iterable[str] = ()) -> Redactor:
@@ -66,13 +72,15 @@ class Redactor:
         values = [s.reveal() for s in (settings.modal_key, settings.modal_secret) if s]
         return cls([*values, *extra])
 
-    def text(self, text: str) -> str:
-        """A tier's text made safe to show: secrets replaced, Modal-* headers dropped."""
-        text = self.scrub_text(text)
-        if "odal-" in text or "ODAL-" in text:  # cheap test first: tier errors are short
-            text = MODAL_HEADER_LINE.sub("", text)
-            text = MODAL_HEADER_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
-        return text
+    def text(self, text: str, *, excerpt: bool = True) -> str:
+        """A tier's text made safe to show: secrets replaced, Modal-* headers dropped, and
+        (``excerpt``: a text that may have been cut) a secret's beginning at its very end."""
+        if self._suspect.search(text):
+            text = self.scrub_text(text)
+            if MODAL_NAME.search(text):
+                text = MODAL_HEADER_LINE.sub("", text)
+                text = MODAL_HEADER_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
+        return self._cut_tail(text) if excerpt else text
 
     def headers(self, headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:
         items = headers.items() if isinstance(headers, Mapping) else headers
@@ -100,11 +108,21 @@ class Redactor:
         netloc = parts.netloc.rsplit("@", 1)[-1]  # user:password@host -> host
         return self.scrub_text(urlunsplit(parts._replace(netloc=netloc, query=urlencode(query))))
 
+    def _cut_tail(self, text: str) -> str:
+        for value in self.values:
+            tail = text[-(len(value) - 1) :]
+            start = tail.find(value[:MIN_PARTIAL_LEN])
+            while start != -1:
+                if value.startswith(tail[start:]):
+                    return text[: len(text) - len(tail) + start] + REDACTED
+                start = tail.find(value[:MIN_PARTIAL_LEN], start + 1)
+        return text
+
     def scrub_text(self, text: str) -> str:
         """Known secret values replaced (a cassette file's last pass)."""
-        for value in self.values:
-            text = text.replace(value, REDACTED)
-        return text
+        if self._any is None:
+            return text
+        return self._any.sub(REDACTED, text)
 
 
 class RedactingFilter(logging.Filter):
@@ -119,14 +137,17 @@ class RedactingFilter(logging.Filter):
         self._handlers: list[logging.Handler] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        r = self.redactor  # each handler runs it: redacting a redacted text changes nothing
-        record.msg, record.args = r.text(record.getMessage()), None
+        # Each handler runs it: redacting a redacted text changes nothing. Every request
+        # writes a line, so the common case is one regex pass over a short message.
+        r = self.redactor
+        record.msg, record.args = r.text(record.getMessage(), excerpt=False), None
         if record.exc_info:
-            record.exc_text = r.text(logging.Formatter().formatException(record.exc_info))
+            trace = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = r.text(trace, excerpt=False)
             record.exc_info = None  # the formatter shows exc_text, redacted
-        for key, value in list(vars(record).items()):
-            if key not in _RESERVED and isinstance(value, str):
-                setattr(record, key, r.text(value))
+        for key, value in vars(record).items():
+            if isinstance(value, str) and key not in _RESERVED:
+                setattr(record, key, r.text(value, excerpt=False))
         return True
 
     def install(self) -> RedactingFilter:

@@ -38,6 +38,7 @@ SHAPES: dict[str, tuple[int, str, Any]] = {
     "422 detail text": (422, "json", lambda h: {"detail": "headers:\n" + header_lines(h)}),
     "400 plain text": (400, "text", lambda h: "Bad Request\n" + header_lines(h)),
     "422 JSON dump": (422, "json", lambda h: {"error": {"message": json.dumps(h)}}),
+    "400 header pairs": (400, "json", lambda h: {"detail": list(h.items())}),
     "500 JSON": (500, "json", lambda h: {"error": {"message": json.dumps(h)}}),
     "502 text": (502, "text", lambda h: header_lines(h)),
     "503 JSON": (503, "json", lambda h: {"detail": h}),
@@ -127,6 +128,7 @@ def test_the_redactor_drops_modal_header_lines_and_replaces_known_secrets() -> N
     )
     assert redactor.text('{"modal-secret": "anything"}') == '{"modal-secret": [REDACTED]}'
     assert redactor.text(f"key={KEY}; short stays") == "key=[REDACTED]; short stays"
+    assert redactor.text(f"an excerpt cut at 300: {KEY[:9]}") == "an excerpt cut at 300: [REDACTED]"
 
 
 def test_log_lines_and_tracebacks_lose_every_secret(caplog: pytest.LogCaptureFixture) -> None:
