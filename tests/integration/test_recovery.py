@@ -47,11 +47,11 @@ kind = "modal"
     return path
 
 
-def wait_for(check: Callable[[], bool], within_s: float) -> float:
+def wait_for(check: Callable[[], bool], within_s: float) -> None:
     started = time.monotonic()
     while time.monotonic() - started < within_s:
         if check():
-            return time.monotonic() - started
+            return
         time.sleep(0.05)
     raise AssertionError(f"not within {within_s} s")
 
@@ -94,9 +94,10 @@ def test_a_killed_tier_restarted_10_s_later_serves_again_within_the_backoff(
 
         time.sleep(1.0)  # down for a second more: a trial or two fail meanwhile
         with stub_upstream(port=port) as restarted:
-            back_in = wait_for(lambda: client.get("/status").json()["dev"]["state"] == "warm", 3)
-            assert back_in <= 1.0 + 1.0  # the cap plus the recovery loop's tick
-            assert restarted.health_calls >= 1
+            # Within the cap (1 s) and the loop's tick (1 s); bounded loosely here (a shared
+            # machine), exactly on a ManualClock in tests/unit/test_recovery.py.
+            wait_for(lambda: client.get("/status").json()["dev"]["state"] == "warm", 10)
+            assert restarted.health_calls >= 1  # a probe found it, no request was needed
             served = client.post("/generate", json=BODY)
             assert served.status_code == 200, served.text
             assert client.get("/ready").status_code == 200
@@ -107,7 +108,7 @@ def test_a_killed_tier_restarted_10_s_later_serves_again_within_the_backoff(
 @pytest.fixture
 def modal_dev(tmp_path: Path) -> Settings:
     env = {**BASE_ENV, "GATEWAY_TIER_DEV_KIND": "modal"}
-    return load_settings(config_file(tmp_path, "modal", 0.3, 0.6), environ=env)
+    return load_settings(config_file(tmp_path, "modal", 1.5, 3.0), environ=env)
 
 
 def test_a_down_scale_to_zero_tier_is_tried_by_one_request_after_the_backoff(
@@ -125,17 +126,17 @@ def test_a_down_scale_to_zero_tier_is_tried_by_one_request_after_the_backoff(
 
         refused = client.post("/generate", json=BODY, headers=DENY)
         assert refused.status_code == 503
-        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["retry-after"] in ("1", "2")  # the next trial, 1.5 s away
         assert chat.call_count == 3  # refused without calling the tier
 
-        time.sleep(0.35)  # the first backoff (0.3 s) ran out: the next request is the trial
+        time.sleep(1.6)  # the first backoff (1.5 s) ran out: the next request is the trial
         trial = client.post("/generate", json=BODY, headers=DENY)
         assert trial.status_code == 502  # it failed: down again, for twice as long
         assert chat.call_count == 4
         assert client.post("/generate", json=BODY, headers=DENY).status_code == 503
         assert client.get("/status").json()["dev"]["trials"] == 1
 
-        time.sleep(0.65)
+        time.sleep(3.1)
         assert client.post("/generate", json=BODY, headers=DENY).status_code == 200
         assert client.get("/status").json()["dev"]["state"] == "warm"
         assert client.post("/generate", json=BODY, headers=DENY).status_code == 200
