@@ -99,7 +99,7 @@ class Redactor:
         if isinstance(value, list):
             return [self.json(v) for v in value]
         if isinstance(value, str):
-            return self.scrub_text(value)
+            return self.text(value, excerpt=False)
         return value
 
     def url(self, url: str) -> str:

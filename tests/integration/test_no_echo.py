@@ -129,6 +129,9 @@ def test_the_redactor_drops_modal_header_lines_and_replaces_known_secrets() -> N
     assert redactor.text('{"modal-secret": "anything"}') == '{"modal-secret": [REDACTED]}'
     assert redactor.text(f"key={KEY}; short stays") == "key=[REDACTED]; short stays"
     assert redactor.text(f"an excerpt cut at 300: {KEY[:9]}") == "an excerpt cut at 300: [REDACTED]"
+    # a fixture's JSON body: the same, in every string (a recording made without the secret)
+    echoed = {"error": {"message": "bad\nModal-Secret: ws-unknown-to-this-run\nok"}}
+    assert Redactor().json(echoed) == {"error": {"message": "bad\nok"}}
 
 
 def test_log_lines_and_tracebacks_lose_every_secret(caplog: pytest.LogCaptureFixture) -> None:
