@@ -38,13 +38,14 @@ NOT_SECRET = frozenset({"max_tokens", "max_completion_tokens"})
 MIN_SECRET_LEN = 8  # shorter values would redact ordinary words
 MIN_PARTIAL_LEN = 4  # a cut-off secret's first 4+ characters at a text's end: "wk-a" and on
 MODAL_NAME = re.compile("modal-", re.I)
+# A Modal-* header name; not `modal-http`, the prefix of Modal's own error messages
+# ("modal-http: app for invoked web endpoint is stopped"), which say what went wrong.
+_MODAL_HEADER = r"""["']?modal-(?!http\b)[\w-]*["']?"""
 # A line that is a Modal-* header ("Modal-Key: wk-..."), as an echo of the request prints it.
-MODAL_HEADER_LINE = re.compile(
-    r"^[ \t>]*[\"']?modal-[\w-]*[\"']?[ \t]*[:=].*(\r?\n|$)", re.I | re.M
-)
+MODAL_HEADER_LINE = re.compile(rf"^[ \t>]*{_MODAL_HEADER}[ \t]*[:=].*(\r?\n|$)", re.I | re.M)
 # A Modal-* name and its value inside a line: `'Modal-Key': 'wk-..'`, `"modal-secret":"ws-.."`.
 MODAL_HEADER_PAIR = re.compile(
-    r"""(["']?modal-[\w-]*["']?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;}\]]+)""", re.I
+    rf"""({_MODAL_HEADER}\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;}}\]]+)""", re.I
 )
 
 

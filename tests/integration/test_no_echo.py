@@ -129,6 +129,8 @@ def test_the_redactor_drops_modal_header_lines_and_replaces_known_secrets() -> N
     assert redactor.text('{"modal-secret": "anything"}') == '{"modal-secret": [REDACTED]}'
     assert redactor.text(f"key={KEY}; short stays") == "key=[REDACTED]; short stays"
     assert redactor.text(f"an excerpt cut at 300: {KEY[:9]}") == "an excerpt cut at 300: [REDACTED]"
+    stopped = "modal-http: app for invoked web endpoint is stopped"  # Modal's words: kept
+    assert redactor.text(stopped) == stopped
     # a fixture's JSON body: the same, in every string (a recording made without the secret)
     echoed = {"error": {"message": "bad\nModal-Secret: ws-unknown-to-this-run\nok"}}
     assert Redactor().json(echoed) == {"error": {"message": "bad\nok"}}
