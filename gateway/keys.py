@@ -21,17 +21,17 @@ import hashlib
 import hmac
 import logging
 import os
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
+from gateway.keyformat import new_key
+
+__all__ = ["Grant", "KeyRecord", "KeyStore", "KeysFileError", "new_key"]
 log = logging.getLogger("gateway.keys")
 
-KEY_PREFIX = "tg-"  # says what a leaked string is (secret scanners match on prefixes)
-KEY_BYTES = 32  # 256 random bits, as OpenAI's and Stripe's keys
 RELOAD_EVERY_S = 2.0  # a revoked key stops working within this; one stat() per interval
 Role = Literal["client", "admin"]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -56,10 +56,6 @@ class KeyRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 class KeysFile(msgspec.Struct, forbid_unknown_fields=True):
     keys: list[KeyRecord] = msgspec.field(default_factory=list)
-
-
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
 
 
 def hash_key(key: str) -> str:

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from gateway.keyformat import KEY_PATTERN, KEY_PREFIX
+
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
@@ -65,7 +67,9 @@ class Redactor:
         # One pass over a text for all of them (a log line per request passes here).
         self._any = re.compile("|".join(map(re.escape, self.values))) if self.values else None
         # Anything to do at all: one search, the common case of a log line (nothing found).
-        self._suspect = re.compile("|".join([*map(re.escape, self.values), "(?i:modal-)"]))
+        self._suspect = re.compile(
+            "|".join([*map(re.escape, self.values), "(?i:modal-)", KEY_PATTERN.pattern])
+        )
 
     @classmethod
     def for_settings(cls, settings: Settings, extra: Iterable[str] = ()) -> Redactor:
@@ -120,7 +124,10 @@ class Redactor:
         return text
 
     def scrub_text(self, text: str) -> str:
-        """Known secret values replaced (a cassette file's last pass)."""
+        """Known secret values and anything shaped as a client API key (``gateway.keys``:
+        only their hashes are known) replaced (a cassette file's last pass)."""
+        if KEY_PREFIX in text:
+            text = KEY_PATTERN.sub(REDACTED, text)
         if self._any is None:
             return text
         return self._any.sub(REDACTED, text)

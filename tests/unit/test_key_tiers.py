@@ -41,6 +41,15 @@ class FixedWarmth:
     async def wait_warm(self, tier: str, timeout_s: float) -> bool:
         return False
 
+    async def claim_trial(self, tier: str, budget_s: float) -> bool:
+        return True  # a down tier's trial: these tiers are never down
+
+    def end_trial(self, tier: str) -> None:
+        pass
+
+    def retry_after(self, tier: str) -> float | None:
+        return None
+
 
 COLD_PROD = {
     "prod": TierView(usable=True, warm=False, eta_s=424.0),

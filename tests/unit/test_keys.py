@@ -271,3 +271,13 @@ async def test_the_memory_store_starts_no_thread_per_write_and_sweeps_when_asked
     assert "past-window" in quotas.storage.storage  # kept until a read or a sweep
     quotas.sweep()
     assert "past-window" not in quotas.storage.storage
+
+
+def test_the_redactor_removes_anything_shaped_as_a_client_key() -> None:
+    from gateway.redact import REDACTED, Redactor
+
+    key = new_key()
+    said = f"tier says: bad header Authorization: Bearer {key}; also {key}."
+    clean = Redactor().text(said)
+    assert key not in clean and clean.count(REDACTED) == 2
+    assert Redactor().text("tg-short and tg-") == "tg-short and tg-"  # only a key's shape
