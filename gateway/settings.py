@@ -79,11 +79,29 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     timeouts: Timeouts = Timeouts()
 
 
+class ServerLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How the server protects itself from slow, silent, huge or too many clients.
+
+    uvicorn (with httptools) enforces the first three in every worker; it has no limit on
+    the time or size of a request's headers, nor on the time a body takes to arrive, so the
+    last three are enforced by the front proxy whose configuration ``deploy/nginx`` renders
+    from these values (docs/operations.md).
+    """
+
+    max_connections: Annotated[int, msgspec.Meta(ge=2)] = 512  # per worker; 503 past it
+    keep_alive_s: Seconds = 5.0  # an idle keep-alive connection is closed after this
+    drain_s: Seconds = 30.0  # on SIGTERM, in-flight requests get this long to finish
+    header_timeout_s: Seconds = 10.0  # front proxy: the whole request head must arrive by then
+    body_timeout_s: Seconds = 30.0  # front proxy: the longest pause between two body reads
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16_384  # front proxy: per line
+
+
 class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     default_tier: str = "dev"
     tiers_file: str = "tiers.toml"
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
     warmth_db: str = ""  # shared warmth store (SQLite file); "" = in memory, one worker
+    server: ServerLimits = ServerLimits()
     tiers: dict[str, TierFileEntry]
 
 
@@ -122,6 +140,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tiers: dict[str, Tier]
     local_tier: Literal["auto", "off"] = "auto"
     warmth_db: str = ""
+    server: ServerLimits = ServerLimits()
     supervisor_pid: int | None = None  # a worker of `gateway serve --workers N`: its parent
     modal_key: Secret | None = None
     modal_secret: Secret | None = None
@@ -240,6 +259,7 @@ def load_settings(
         tiers=tiers,
         local_tier=local_mode,  # type: ignore[arg-type]
         warmth_db=env.get(WARMTH_DB_ENV) or file.warmth_db,
+        server=file.server,
         supervisor_pid=int(env[SUPERVISOR_ENV]) if env.get(SUPERVISOR_ENV, "").isdigit() else None,
         modal_key=Secret(key_) if key_ else None,
         modal_secret=Secret(secret) if secret else None,
