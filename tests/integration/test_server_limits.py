@@ -195,9 +195,10 @@ def test_connections_past_the_cap_get_503_and_the_cap_frees_up(tmp_path: Path) -
         assert httpx.get(url + "/health", timeout=5.0).status_code == 200
 
 
-def test_a_body_at_the_limit_is_still_served(tmp_path: Path) -> None:
+def test_normal_requests_pass_and_the_proxy_refuses_an_oversized_body(tmp_path: Path) -> None:
     """The limits end hostile clients only: a normal request on the limited server passes,
-    directly and through the proxy."""
+    directly and through the proxy; a body over max_body_bytes stops at the proxy, with the
+    gateway's own problem."""
     with limited_gateway(tmp_path) as (url, port, config):
         body = {"prompt": "p", "schema": PERSON_SCHEMA}
         assert httpx.post(url + "/generate", json=body).status_code == 200
@@ -205,6 +206,9 @@ def test_a_body_at_the_limit_is_still_served(tmp_path: Path) -> None:
             response = httpx.post(front + "/generate", json=body)
             assert response.status_code == 200
             assert response.json()["output"] == {"name": "Ada", "age": 36}
+            too_large = httpx.post(front + "/generate", content=b"x" * 1_048_577)
+            assert too_large.status_code == 413
+            assert too_large.json()["type"].endswith("/payload-too-large")
 
 
 def test_slowloris_headers_are_cut_at_the_header_limit(tmp_path: Path) -> None:
