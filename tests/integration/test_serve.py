@@ -247,7 +247,9 @@ def test_drain_refuses_new_requests_while_in_flight_ones_finish(workers: str) ->
 
             with ThreadPoolExecutor(max_workers=6) as pool:
                 calls = [pool.submit(in_flight, i) for i in range(6)]
+                deadline = time.monotonic() + 20
                 while len(upstream.seen) < 6:  # all six are at the tier
+                    assert time.monotonic() < deadline, "the requests never reached the tier"
                     time.sleep(0.02)
                 proc.send_signal(signal.SIGTERM)
                 time.sleep(1.0)  # the supervisor has passed SIGTERM on to its workers
