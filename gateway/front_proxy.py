@@ -29,6 +29,9 @@ def render_nginx(settings: Settings, *, listen: str, upstream: str) -> str:
         header_timeout_s=_seconds(limits.header_timeout_s),
         body_timeout_s=_seconds(limits.body_timeout_s),
         keep_alive_s=_seconds(limits.keep_alive_s),
+        # A request sent on a connection uvicorn is closing as idle fails (and a POST is not
+        # retried); nginx must let go of idle upstream connections first.
+        upstream_idle_s=max(1, math.floor(limits.keep_alive_s) - 1),
         max_header_bytes=limits.max_header_bytes,
         max_body_bytes=settings.max_body_bytes,
         proxy_read_timeout_s=_seconds(longest_budget + READ_MARGIN_S),

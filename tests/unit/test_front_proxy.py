@@ -18,6 +18,7 @@ def test_the_nginx_configuration_carries_the_configured_limits() -> None:
     assert "client_header_timeout 3s;" in conf  # rounded up: never tighter than configured
     assert "client_body_timeout 7s;" in conf
     assert "large_client_header_buffers 4 4096;" in conf
+    assert "keepalive_timeout 4s;" in conf  # upstream: let go before uvicorn's 5 s do
     assert f"client_max_body_size {settings.max_body_bytes};" in conf
     longest = max(t.timeouts.cold for t in settings.tiers.values())
     assert f"proxy_read_timeout {int(longest) + 30}s;" in conf
