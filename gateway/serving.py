@@ -24,6 +24,7 @@ from contextlib import closing
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from uvicorn import Config
 from uvicorn.supervisors import Multiprocess
 
 from gateway.logs import configure_logging
@@ -99,7 +100,7 @@ class DrainingSupervisor(Multiprocess):
     refused (a client or balancer retries elsewhere) while in-flight requests finish.
     """
 
-    def __init__(self, config: Any, sockets: list[socket.socket]) -> None:
+    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
         super().__init__(config, sockets)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop_listening)
@@ -170,7 +171,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
     }
     try:
         if workers > 1:
-            config = uvicorn.Config("gateway.serving:worker_app", **options)
+            config = Config("gateway.serving:worker_app", **options)
             DrainingSupervisor(config, sockets=[config.bind_socket()]).run()
         else:
             uvicorn.run("gateway.serving:worker_app", **options)
