@@ -25,6 +25,8 @@ def render_nginx(settings: Settings, *, listen: str, upstream: str) -> str:
     longest_budget = max(t.timeouts.cold for t in settings.tiers.values())
     return Template(TEMPLATE.read_text()).substitute(
         listen=listen,
+        # every client held costs nginx two connections: the client's and the one upstream
+        worker_connections=2 * limits.max_connections,
         upstream=upstream,
         header_timeout_s=_seconds(limits.header_timeout_s),
         body_timeout_s=_seconds(limits.body_timeout_s),
