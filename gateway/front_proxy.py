@@ -17,6 +17,7 @@ from string import Template
 from gateway.settings import Settings
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "gateway.conf.template"
+MIN_NGINX_CONNECTIONS = 1024  # twice nginx's default 512: a small cap must not starve nginx
 READ_MARGIN_S = 30  # past the longest tier budget, the gateway answers 504 itself first
 
 
@@ -26,7 +27,8 @@ def render_nginx(settings: Settings, *, listen: str, upstream: str) -> str:
     return Template(TEMPLATE.read_text()).substitute(
         listen=listen,
         # every client held costs nginx two connections: the client's and the one upstream
-        worker_connections=2 * limits.max_connections,
+        # (and nginx's default 512 as the least: its listener and idle keep-alives count too)
+        worker_connections=max(MIN_NGINX_CONNECTIONS, 2 * limits.max_connections),
         upstream=upstream,
         header_timeout_s=_seconds(limits.header_timeout_s),
         body_timeout_s=_seconds(limits.body_timeout_s),

@@ -138,10 +138,16 @@ class Hostile(threading.Thread):
                         self.sock.sendall(self.drip)
                     continue
                 self.answer += data
-                if not data or b"\r\n\r\n" in self.answer:
+                if not data or self._complete():
                     break
         self.ended_after_s = time.monotonic() - started
         self.sock.close()
+
+    def _complete(self) -> bool:
+        """A whole answer: its head, and as many body bytes as its content-length says."""
+        head, found, body = self.answer.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length: *(\d+)", head)
+        return bool(found) and len(body) >= (int(length.group(1)) if length else 0)
 
     @property
     def status(self) -> int | None:
