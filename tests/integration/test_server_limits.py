@@ -77,7 +77,7 @@ def nginx_in_front(
     """nginx from the rendered deploy/nginx configuration, in front of ``gateway_port``;
     ready once /health answers 200 through it (or anything, without ``gateway_up``)."""
     if shutil.which("nginx") is None:
-        pytest.skip("nginx is not installed (apt-get install nginx-light): the front proxy")
+        pytest.fail("nginx is not installed: scripts/test-services installs it (nginx-light)")
     port = free_port()
     prefix = tmp_path / f"nginx-{port}"
     prefix.mkdir()
