@@ -1,4 +1,4 @@
-"""``gateway serve | status | warmup | deploy | bench | fixtures | keys``.
+"""``gateway serve | proxy-config | status | warmup | deploy | bench | fixtures | keys``.
 
 >>> gateway serve --port 8000            # embedded CPU tier serves `dev` if no URL is set
 >>> gateway warmup --tier prod --wait    # progress against the ETA; non-zero past the deadline
@@ -44,6 +44,18 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _proxy_config(args: argparse.Namespace) -> int:
+    from gateway.front_proxy import render_nginx
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    print(render_nginx(settings, listen=args.listen, upstream=args.upstream), end="")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from gateway.client_cli import show_status
 
@@ -85,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-auth", action="store_true", help="serve a non-loopback --host without API keys"
     )
     serve.set_defaults(func=_serve)
+
+    proxy = sub.add_parser(
+        "proxy-config", help="print the nginx front proxy's configuration (the header limits)"
+    )
+    proxy.add_argument("--config", help="gateway TOML file (default: $GATEWAY_CONFIG or config/)")
+    proxy.add_argument("--listen", default="0.0.0.0:80", help="where nginx listens")
+    proxy.add_argument("--upstream", default="127.0.0.1:8000", help="where `gateway serve` is")
+    proxy.set_defaults(func=_proxy_config)
 
     status = sub.add_parser("status", help="per-tier state of a running gateway")
     status.add_argument("--url", default=default_url, help="the gateway (default: $GATEWAY_URL)")
