@@ -21,21 +21,46 @@ def checker() -> SchemaChecker:
 
 
 def faults(checker: SchemaChecker, schema: Any) -> list[tuple[str, str]]:
+    """The 422's faults in strict mode (``X-Schema-Mode: strict``): refused outright, or
+    refused because serving it needs lowering."""
     with pytest.raises(SchemaUnsupported) as caught:
-        checker.check(schema)
+        checker.check(schema).require_strict()
     assert caught.value.status == 422
     return [(e["path"], e["keyword"]) for e in caught.value.members["errors"]]
 
 
+def refused(checker: SchemaChecker, schema: Any) -> list[tuple[str, str]]:
+    """The 422's faults by default (lowering on): only what no lowering serves."""
+    with pytest.raises(SchemaUnsupported) as caught:
+        checker.check(schema)
+    return [(e["path"], e["keyword"]) for e in caught.value.members["errors"]]
+
+
 @pytest.mark.parametrize("rule", rules.REJECT, ids=lambda r: r.id)
-def test_every_rejecting_rule_rejects_its_own_example(
+def test_every_rejecting_rule_refuses_its_own_example_in_strict_mode(
     checker: SchemaChecker, rule: rules.Rule
 ) -> None:
     with pytest.raises(SchemaUnsupported) as caught:
-        checker.check(rule.example)
+        checker.check(rule.example).require_strict()
     errors = caught.value.members["errors"]
     assert any(e["source"] == rule.source and e["message"] == rule.message for e in errors)
     assert all(e["path"].startswith("$") and e["keyword"] for e in errors)
+
+
+@pytest.mark.parametrize("rule", rules.REJECT, ids=lambda r: r.id)
+def test_a_rule_with_a_lowering_serves_its_example_and_one_without_refuses(
+    checker: SchemaChecker, rule: rules.Rule
+) -> None:
+    if rule.lower is None:
+        with pytest.raises(SchemaUnsupported):
+            checker.check(rule.example)
+        return
+    checked = checker.check(rule.example)
+    assert rule.id in {f.rule for f in checked.lowered_at}
+    assert checked.tier_schema != rule.example
+    # the lowered schema trips no rule: the tier gets it as it is
+    again = SchemaChecker().check(checked.tier_schema)
+    assert again.lowered_at == ()
 
 
 @pytest.mark.parametrize("rule", rules.UNENFORCED, ids=lambda r: r.id)
@@ -44,7 +69,7 @@ def test_every_unenforced_rule_accepts_and_flags_its_example(
 ) -> None:
     checked = checker.check(rule.example)
     assert [f for f in checked.unenforced_at if f.message == rule.message]
-    assert set(rule.find(rule.example)) <= set(checked.unenforced)
+    assert set(rule.found(rule.example)) <= set(checked.unenforced)
 
 
 REJECTED: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
@@ -152,7 +177,11 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("minItems with items", {"type": "array", "items": {"type": "integer"}, "minItems": 2}),
     ("enum and const", {"enum": ["a", 1, None], "default": "a"}),
     ("prefixItems", {"type": "array", "prefixItems": [{"type": "integer"}], "items": False}),
-    ("pattern in a class", {"type": "string", "pattern": "^[\\b(?<=]+$"}),
+    ("pattern in a class", {"type": "string", "pattern": "^[(?<=]+$"}),
+    ("a lone ] in a pattern", {"type": "string", "pattern": "^a]$"}),
+    ("a lone } in a pattern", {"type": "string", "pattern": "^a}$"}),
+    ("a lone } in patternProperties",
+     {"type": "object", "patternProperties": {"^x}": {"type": "integer"}}}),
     ("$ref to the root", {"type": "object", "properties": {"self": {"$ref": "#"}}}),
 ]  # fmt: skip
 
@@ -238,7 +267,7 @@ def test_a_non_object_schema_is_invalid(checker: SchemaChecker) -> None:
 
 def test_boolean_schemas(checker: SchemaChecker) -> None:
     assert checker.check(True).unenforced == ()
-    assert faults(checker, False) == [("$", "false")]
+    assert refused(checker, False) == [("$", "false")]
 
 
 def chain(depth: int) -> dict[str, Any]:
@@ -252,7 +281,7 @@ def chain(depth: int) -> dict[str, Any]:
 def test_nesting_limit_is_vllms() -> None:
     checker = SchemaChecker()
     checker.check(chain(rules.MAX_NESTING))
-    assert faults(checker, chain(rules.MAX_NESTING + 1)) == [
+    assert refused(checker, chain(rules.MAX_NESTING + 1)) == [
         ("$" + ".not" * rules.MAX_NESTING, "nesting")
     ]
 
@@ -289,10 +318,10 @@ def test_clear_forgets_every_verdict(checker: SchemaChecker) -> None:
 
 
 def test_rejections_are_cached_and_raised_afresh(checker: SchemaChecker) -> None:
-    schema = {"type": "array", "uniqueItems": True}
-    first = faults(checker, schema)
+    schema = {"type": "string", "pattern": "(a)\\1"}
+    first = refused(checker, schema)
     assert len(checker) == 1
-    assert faults(checker, schema) == first
+    assert refused(checker, schema) == first
 
 
 def test_cache_size_must_be_positive() -> None:
@@ -302,7 +331,7 @@ def test_cache_size_must_be_positive() -> None:
 
 def test_problem_body_carries_every_error(checker: SchemaChecker) -> None:
     with pytest.raises(SchemaUnsupported) as caught:
-        checker.check({"type": "array", "uniqueItems": True, "contains": {"const": 1}})
+        checker.check({"type": "array", "uniqueItems": True, "contains": {"const": 1}}).require_strict()
     body = caught.value.problem()
     assert body["status"] == 422
     assert body["type"].endswith("/schema-unsupported")
