@@ -7,8 +7,11 @@ does not depend on the vocabulary, so an empty ``TokenizerInfo`` keeps this fast
 * every rule's ``example`` gets the verdict the rule claims: XGrammar refuses it, or compiles
   it yet lets the rule's ``violating`` instance through (the output the gateway would otherwise
   have handed back), or compiles it and vLLM's own check is what refuses it;
-* for every schema in ``tests/data/schemas``: where XGrammar refuses, the preflight refuses too,
-  and the preflight's verdict is the one the corpus manifest records.
+* every lowered schema (each rule's example, each corpus schema) compiles: what the tier gets
+  after lowering is something it takes;
+* for every schema in ``tests/data/schemas``: where XGrammar refuses, the preflight refuses in
+  strict mode too, and the preflight's verdict (and what it lowered) is the one the corpus
+  manifest records.
 """
 
 from __future__ import annotations
@@ -86,14 +89,23 @@ def test_overlapping_one_of_is_generated_as_any_of(compiler: Any) -> None:
     assert SchemaChecker().check(schema).unenforced == ("oneOf",)
 
 
-def preflight(schema: Any) -> tuple[str, list[str]]:
-    """The verdict and the keywords it names (refused ones, or those checked afterwards)."""
+@pytest.mark.parametrize("rule", [r for r in rules.REJECT if r.lower], ids=lambda r: r.id)
+def test_every_rules_lowered_example_compiles(compiler: Any, rule: rules.Rule) -> None:
+    lowered = SchemaChecker().check(rule.example).tier_schema
+    compile_like_vllm(compiler, lowered)
+
+
+def preflight(schema: Any) -> tuple[str, dict[str, list[str]]]:
+    """The verdict and the keywords it names (refused ones, or those checked afterwards and
+    those lowered)."""
     try:
-        return "accepted", list(SchemaChecker().check(schema).unenforced)
+        checked = SchemaChecker().check(schema)
     except SchemaUnsupported as exc:
-        return "unsupported", sorted({e["keyword"] for e in exc.members["errors"]})
+        return "unsupported", {"keywords": sorted({e["keyword"] for e in exc.members["errors"]})}
     except SchemaInvalid:
-        return "invalid", []
+        return "invalid", {}
+    named = {"unenforced": list(checked.unenforced), "lowered": list(checked.lowered_keywords)}
+    return "accepted", {k: v for k, v in named.items() if v}
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -105,12 +117,15 @@ def test_corpus_preflight_agrees_with_xgrammar(compiler: Any, name: str) -> None
         xgrammar_refuses = False
     except RuntimeError:
         xgrammar_refuses = True
-    verdict, keywords = preflight(schema)
+    verdict, named = preflight(schema)
     if xgrammar_refuses:
-        assert verdict != "accepted", f"XGrammar refuses {name} but the preflight accepted it"
+        with pytest.raises(SchemaUnsupported):  # strict mode refuses what the tier refuses
+            SchemaChecker().check(schema).require_strict()
+    if verdict == "accepted":  # what the tier gets compiles
+        compile_like_vllm(compiler, SchemaChecker().check(schema).tier_schema)
     assert verdict == expected["expect"]
-    named = "unenforced" if verdict == "accepted" else "keywords"
-    assert keywords == expected.get(named, [])
+    for key in ("unenforced", "lowered", "keywords"):
+        assert named.get(key, []) == expected.get(key, []), key
 
 
 def test_corpus_manifest_covers_every_file() -> None:

@@ -248,6 +248,7 @@ def test_ref_siblings_are_ignored_by_the_spec_before_2019(checker: SchemaChecker
         ({"$ref": "#/$defs/missing", "$defs": {}}, "$.$ref"),
         ({"properties": {"a": {"$ref": "#/properties/b"}}}, "$.properties.a.$ref"),
         ({"type": "string", "pattern": "(unclosed"}, "$.pattern"),
+        ({"type": "string", "pattern": "a[]"}, "$.pattern"),  # the validator cannot compile []
         ({"patternProperties": {"[z-a]": {}}}, '$.patternProperties["[z-a]"]'),
     ],
 )
@@ -337,3 +338,139 @@ def test_problem_body_carries_every_error(checker: SchemaChecker) -> None:
     assert body["type"].endswith("/schema-unsupported")
     assert {e["keyword"] for e in body["errors"]} == {"uniqueItems", "contains"}
     assert all(set(e) == {"path", "keyword", "message", "source"} for e in body["errors"])
+
+
+# --- issue 18: the classes of wrong verdicts, each with the issue's own example -------------
+
+FALSE_ACCEPTS: list[tuple[str, Any, str]] = [
+    ("an empty exclusive integer range",
+     {"type": "integer", "exclusiveMinimum": 5, "exclusiveMaximum": 6}, "exclusiveMinimum"),
+    ("an empty exclusive number range",
+     {"type": "number", "exclusiveMinimum": 5, "maximum": 5}, "exclusiveMinimum"),
+    ("more required than maxProperties",
+     {"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a", "b"],
+      "maxProperties": 1}, "required"),
+    ("a false schema reached through $ref", {"$ref": "#/$defs/a", "$defs": {"a": False}},
+     "$ref"),
+    ("a group modifier", {"type": "string", "pattern": "(?i:a)"}, "pattern"),
+    ("a NUL character", {"type": "string", "pattern": "a\x00"}, "pattern"),
+    ("rules at a $ref target outside the schema keywords",
+     {"type": "object", "properties": {"a": {"$ref": "#/foo"}},
+      "foo": {"type": "integer", "minimum": 5, "maximum": 2}}, "minimum"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("schema", "keyword"), [c[1:] for c in FALSE_ACCEPTS], ids=[c[0] for c in FALSE_ACCEPTS]
+)
+def test_what_no_lowering_serves_is_refused_before_the_tier(
+    checker: SchemaChecker, schema: Any, keyword: str
+) -> None:
+    assert keyword in [k for _, k in refused(checker, schema)]
+
+
+LOWERED: list[tuple[str, Any, Any]] = [
+    ("prefixItems longer than maxItems",
+     {"type": "array", "prefixItems": [{"type": "integer"}, {}], "maxItems": 1},
+     {"type": "array", "prefixItems": [{"type": "integer"}], "maxItems": 1}),
+    ("a boolean propertyNames", {"type": "object", "propertyNames": True}, {"type": "object"}),
+    ("a $ref into an array",
+     {"type": "object", "properties": {"a": {"anyOf": [{"type": "integer"}]},
+                                       "b": {"$ref": "#/properties/a/anyOf/0"}}},
+     {"type": "object", "properties": {"a": {"anyOf": [{"type": "integer"}]},
+                                       "b": {"$ref": "#/$defs/lowered0"}},
+      "$defs": {"lowered0": {"type": "integer"}}}),
+    ("-2**63 as a float on an integer", {"type": "integer", "minimum": -9.223372036854776e18},
+     {"type": "integer"}),
+    ("a fractional integer bound", {"type": "integer", "minimum": 0.5, "exclusiveMaximum": 2.5},
+     {"type": "integer", "minimum": 1, "exclusiveMaximum": 3}),
+    ("allOf of $refs merged",
+     {"$defs": {"a": {"type": "object", "properties": {"x": {"type": "integer"}},
+                      "required": ["x"]},
+                "b": {"type": "object", "properties": {"y": {"type": "string"}},
+                      "required": ["y"]}},
+      "allOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/b"}]},
+     {"$defs": {"a": {"type": "object", "properties": {"x": {"type": "integer"}},
+                      "required": ["x"]},
+                "b": {"type": "object", "properties": {"y": {"type": "string"}},
+                      "required": ["y"]}},
+      "type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "string"}},
+      "required": ["x", "y"]}),
+    ("required undeclared is declared",
+     {"type": "object", "properties": {"a": {}}, "required": ["a", "b"]},
+     {"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a", "b"]}),
+    ("patternProperties beside properties folded into additionalProperties",
+     {"type": "object", "properties": {"a": {}}, "patternProperties": {"^x": {"type": "integer"}},
+      "additionalProperties": False},
+     {"type": "object", "properties": {"a": {}}, "additionalProperties": {"type": "integer"}}),
+    ("length beside pattern: the pattern stays",
+     {"type": "string", "pattern": "^a+$", "maxLength": 3}, {"type": "string", "pattern": "^a+$"}),
+    ("vLLM's refusal inside default drops the default",
+     {"type": "object", "default": {"type": "array", "uniqueItems": True}}, {"type": "object"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("schema", "lowered"), [c[1:] for c in LOWERED], ids=[c[0] for c in LOWERED]
+)
+def test_lowered_schemas(checker: SchemaChecker, schema: Any, lowered: Any) -> None:
+    checked = checker.check(schema)
+    assert checked.tier_schema == lowered
+    assert checked.lowered_at
+    assert checked.schema == schema  # the output is validated against the original
+
+
+FALSE_REFUSALS: list[tuple[str, Any]] = [
+    ("required declared in anyOf branches",
+     {"type": "object", "properties": {"a": {}}, "required": ["b"],
+      "anyOf": [{"properties": {"b": {}}}]}),
+    ("required declared in oneOf branches",
+     {"type": "object", "required": ["kind"],
+      "oneOf": [{"properties": {"kind": {"const": "a"}}}, {"properties": {"kind": {"const": "b"}}}]}),
+    ("required beside a draft-07 $ref whose target declares it",
+     {"$schema": DRAFT7, "definitions": {"p": {"type": "object", "properties": {"a": {}}}},
+      "type": "object", "$ref": "#/definitions/p", "required": ["a"]}),
+    ("bounds beside const are never read by XGrammar",
+     {"type": "integer", "minimum": 5, "maximum": 2, "const": 1}),
+    ("minItems beside anyOf is never read by XGrammar",
+     {"type": "array", "minItems": 1, "anyOf": [{"items": {"type": "integer"}}]}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("schema", [c[1] for c in FALSE_REFUSALS], ids=[c[0] for c in FALSE_REFUSALS])
+def test_what_xgrammar_never_reads_is_not_refused(checker: SchemaChecker, schema: Any) -> None:
+    checked = checker.check(schema)
+    checked.require_strict()  # not even strict mode refuses it
+    assert checked.lowered_at == ()
+
+
+def test_a_non_string_format_inside_data_is_no_crash(checker: SchemaChecker) -> None:
+    checked = checker.check({"const": {"type": "string", "format": {"a": 1}}})
+    assert [f.keyword for f in checked.lowered_at] == ["format"]
+    assert checked.tier_schema == {}
+
+
+def test_nesting_counts_a_dependencies_array() -> None:
+    schema: dict[str, Any] = {"$schema": DRAFT7, "dependencies": {"a": ["b"]}}
+    for _ in range(rules.MAX_NESTING // 2 - 1):
+        schema = {"$schema": DRAFT7, "properties": {"p": schema}}
+    with pytest.raises(SchemaUnsupported) as caught:
+        SchemaChecker().check(schema)
+    assert caught.value.members["errors"][0]["keyword"] == "nesting"
+
+
+def test_every_invalid_schema_error_names_its_keyword(checker: SchemaChecker) -> None:
+    for schema in ({"type": "strng"}, {"type": "string", "pattern": "(x"},
+                   {"$ref": "#/nowhere"}, {"$schema": "https://example.com/x"}):  # fmt: skip
+        with pytest.raises(SchemaInvalid) as caught:
+            checker.check(schema)
+        assert all(e["keyword"] for e in caught.value.members["errors"])
+
+
+def test_a_long_message_keeps_its_reason(checker: SchemaChecker) -> None:
+    schema = {"type": "object", "properties": {"a": {"minimum": {"x": "y" * 1000}}}}
+    with pytest.raises(SchemaInvalid) as caught:
+        checker.check(schema)
+    message = caught.value.members["errors"][0]["message"]
+    assert len(message) <= 300
+    assert message.endswith('is not of type "number"')
