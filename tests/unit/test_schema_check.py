@@ -332,7 +332,9 @@ def test_cache_size_must_be_positive() -> None:
 
 def test_problem_body_carries_every_error(checker: SchemaChecker) -> None:
     with pytest.raises(SchemaUnsupported) as caught:
-        checker.check({"type": "array", "uniqueItems": True, "contains": {"const": 1}}).require_strict()
+        checker.check(
+            {"type": "array", "uniqueItems": True, "contains": {"const": 1}}
+        ).require_strict()
     body = caught.value.problem()
     assert body["status"] == 422
     assert body["type"].endswith("/schema-unsupported")
@@ -437,7 +439,9 @@ FALSE_REFUSALS: list[tuple[str, Any]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("schema", [c[1] for c in FALSE_REFUSALS], ids=[c[0] for c in FALSE_REFUSALS])
+@pytest.mark.parametrize(
+    "schema", [c[1] for c in FALSE_REFUSALS], ids=[c[0] for c in FALSE_REFUSALS]
+)
 def test_what_xgrammar_never_reads_is_not_refused(checker: SchemaChecker, schema: Any) -> None:
     checked = checker.check(schema)
     checked.require_strict()  # not even strict mode refuses it
