@@ -50,6 +50,24 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     payload: Callable[[Tier], bytes]  # the upstream body for a given tier
     check: Callable[[TierReply], Any] | None = None  # parse + validate; raises OutputInvalid
     request_id: str | None = None
+    # The schema was lowered: output that breaks it is sampled again on the same tier (the
+    # tier's ``schema_retries`` times, each with a new seed, within the deadline).
+    retry_on_violation: bool = False
+    on_retry: Callable[[OutputInvalid], None] | None = None  # metrics: one call per retry
+
+
+def reseeded(body: bytes, attempt: int) -> bytes:
+    """The upstream body with a fresh ``seed`` for retry ``attempt`` (the client's seed plus
+    ``attempt``): a new sample, reproducible from the client's seed."""
+    payload = msgspec.json.decode(body)
+    base = payload.get("seed")
+    payload["seed"] = (base if isinstance(base, int) else 0) + attempt
+    return msgspec.json.encode(payload)
+
+
+def _greedy(body: bytes) -> bool:
+    """Temperature 0 answers the same whatever the seed: a retry would repeat the output."""
+    return bool(msgspec.json.decode(body).get("temperature") == 0)
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -141,19 +159,34 @@ class Dispatcher:
         tier = self.settings.tiers[name]
         if budget_s <= 0:
             raise TierTimeout(f"no time was left to call tier {name}", tier=name, budget_s=0.0)
-        try:
-            reply = await self.clients[name].complete(
-                job.payload(tier), budget_s=budget_s, request_id=job.request_id
-            )
-        except (TierUnavailable, TierTimeout, BadUpstreamResponse) as error:
-            self.warmth.record_failure(name, error.detail)
-            raise
-        self.warmth.record_success(name, reply.latency_s)
-        try:
-            output = job.check(reply) if job.check is not None else None
-        except OutputInvalid as error:
-            error.members.setdefault("tier", name)
-            raise
+        started = self.clock()
+        body = job.payload(tier)
+        retries = tier.schema_retries if job.retry_on_violation and not _greedy(body) else 0
+        for attempt in range(retries + 1):
+            left = budget_s - (self.clock() - started)
+            try:
+                reply = await self.clients[name].complete(
+                    reseeded(body, attempt) if attempt else body,
+                    budget_s=left,
+                    request_id=job.request_id,
+                )
+            except (TierUnavailable, TierTimeout, BadUpstreamResponse) as error:
+                self.warmth.record_failure(name, error.detail)
+                raise
+            self.warmth.record_success(name, reply.latency_s)
+            try:
+                output = job.check(reply) if job.check is not None else None
+                break
+            except OutputInvalid as error:
+                error.members.setdefault("tier", name)
+                again = error.members.get("reason") == "schema-violation" and attempt < retries
+                # a retry costs about what this answer did: only when that still fits
+                if not again or budget_s - (self.clock() - started) < reply.latency_s:
+                    if attempt:
+                        error.members["attempts"] = attempt + 1
+                    raise
+                if job.on_retry is not None:
+                    job.on_retry(error)
         return Outcome(
             reply=reply, output=output, requested=job.requested, served=name, reason=reason
         )

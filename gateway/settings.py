@@ -38,6 +38,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.to
 
 Kind = Literal["modal", "openai"]
 FallbackMode = Literal["allow", "deny", "wait"]
+SchemaMode = Literal["lower", "strict"]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
@@ -77,6 +78,10 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     keep_warm: str = "off"
     max_redirects: int | None = None  # default: enough 150 s holds to cover the cold budget
     timeouts: Timeouts = Timeouts()
+    # lower: serve schemas the tier cannot enforce through a lowered schema, checked after;
+    # strict: refuse them (422), as before lowering. X-Schema-Mode overrides per request.
+    schema_mode: SchemaMode = "lower"
+    schema_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 2  # see config/gateway.toml
 
 
 class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -100,6 +105,8 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     timeouts: Timeouts
     max_redirects: int
     spec: TierSpec | None  # None for a tier tiers.toml does not describe
+    schema_mode: SchemaMode = "lower"
+    schema_retries: int = 2  # fresh samples after output breaks a lowered keyword
 
     @property
     def configured(self) -> bool:
@@ -223,6 +230,8 @@ def load_settings(
             timeouts=entry.timeouts,
             max_redirects=hops,
             spec=spec,
+            schema_mode=entry.schema_mode,
+            schema_retries=entry.schema_retries,
         )
     if file.default_tier not in tiers:
         raise SettingsError(f"{path}: default_tier: no tier named {file.default_tier!r}")
