@@ -5,7 +5,7 @@ called, and validation of the tier's output against it afterwards.
 >>> checked = checker.check({"type": "object", "properties": {"n": {"type": "integer"}}})
 >>> checked.validate_output('{"n": 3}', "stop")
 {'n': 3}
->>> checker.check({"type": "string", "pattern": "^(a)\\1$"})
+>>> checker.check({"type": "string", "pattern": "^(a)\\\\1$"})
 Traceback (most recent call last):
 gateway.errors.SchemaUnsupported: the schema uses 1 feature the tier cannot enforce: ...
 
@@ -18,8 +18,10 @@ back into the 422 (``X-Schema-Mode: strict``).
 
 >>> checked = checker.check({"type": "array", "items": {"type": "string"}, "uniqueItems": True})
 >>> checked.tier_schema, checked.checked_after
-({'type': 'array', 'items': {'type': 'string'}}, ('uniqueItems',)) Verdicts are cached, bounded LRU,
-by a hash of the canonical schema. Pure CPU, no I/O: safe to call on the event loop.
+({'type': 'array', 'items': {'type': 'string'}}, ('uniqueItems',))
+
+Verdicts are cached, bounded LRU, by a hash of the canonical schema. Pure CPU, no I/O: safe
+to call on the event loop.
 """
 
 from __future__ import annotations

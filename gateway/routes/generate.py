@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from litestar.openapi.spec import Operation
 
+from gateway.context_fit import check_fits
 from gateway.decoding import decode_body
 from gateway.dispatch import Job
 from gateway.errors import OutputInvalid
@@ -65,6 +66,8 @@ async def generate(runtime: Runtime, call: Call) -> Answer:
     checked = runtime.checker.check(req.schema)  # preflight: before any tier is chosen
     choice, mode, timeout = route(call, runtime, model=None)
     apply_schema_mode(call, runtime, choice.tier, checked)
+    shown = len(req.prompt.encode()) + len(SYSTEM_PROMPT) + len(msgspec.json.encode(req.schema))
+    check_fits(runtime.settings.tiers[choice.tier], text_bytes=shown, max_tokens=req.max_tokens)
     on_retry, on_final = schema_retry_hooks(runtime)
 
     def check(reply: TierReply) -> Any:

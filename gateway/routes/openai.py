@@ -16,6 +16,7 @@ import msgspec
 from litestar import get
 from litestar.openapi.spec import Operation
 
+from gateway.context_fit import check_fits
 from gateway.decoding import decode_body
 from gateway.dispatch import Job
 from gateway.errors import OutputInvalid
@@ -89,6 +90,13 @@ async def chat_completions(runtime: Runtime, call: Call) -> Answer:
     choice, mode, timeout = route(call, runtime, model=req.model)  # after the preflight
     if checked is not None:
         apply_schema_mode(call, runtime, choice.tier, checked)
+    shown = len(msgspec.json.encode(req.messages)) + len(msgspec.json.encode(fmt))
+    check_fits(
+        runtime.settings.tiers[choice.tier],
+        text_bytes=shown,
+        max_tokens=req.max_tokens,
+        fields=("$.messages", "$.response_format"),
+    )
     on_retry, on_final = schema_retry_hooks(runtime)
 
     def payload(tier: Tier) -> bytes:

@@ -157,3 +157,23 @@ def test_no_schema_produces_a_500(
         payload = {"prompt": "x", "schema": schema}
     response = client.post(path, json=payload)
     assert response.status_code < 500 or response.status_code == 502, response.text
+
+
+def test_a_request_that_cannot_fit_the_context_is_refused_before_the_tier(
+    client: TestClient[Any], router: respx.MockRouter
+) -> None:
+    route = router.post(DEV_URL + CHAT).respond(200, json=completion('{"tags": []}'))
+    window = client.app.state.runtime.settings.tiers["dev"].spec.max_model_len
+    prompt = "word " * (window * 2)  # >= 10 bytes a token at most 8 bytes each: over
+    response = client.post("/generate", json={"prompt": prompt, "schema": TAGS, "max_tokens": 16})
+    assert response.status_code == 400
+    assert [e["path"] for e in response.json()["errors"]] == ["$.prompt", "$.schema"]
+    near = client.post(
+        "/generate",
+        json={"prompt": "word " * window, "schema": TAGS, "max_tokens": window // 2},
+    )  # certain only with max_tokens: named too
+    assert near.status_code == 400
+    assert "$.max_tokens" in [e["path"] for e in near.json()["errors"]]
+    fits = client.post("/generate", json={"prompt": "tags", "schema": TAGS, "max_tokens": 512})
+    assert fits.status_code == 200
+    assert route.call_count == 1
