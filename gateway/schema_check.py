@@ -595,9 +595,12 @@ class _Walk:
                 typed = not rule.types or (types and types & rule.types)
                 if typed and (found := rule.found(value)):
                     where = self.path()
-                    at, data_key = self._data_at or ((), None)
+                    # outside a data keyword of a schema object: nothing to drop, no lowering
+                    at, data_key, rule_id = (
+                        (*self._data_at, rule.id) if self._data_at else ((), None, "")
+                    )
                     self.rejected += [Finding(where, k, rule.message + " (vLLM checks nested "
-                                      "data too)", rule.source, at, rule.id, data_key)
+                                      "data too)", rule.source, at, rule_id, data_key)
                                       for k in found]  # fmt: skip
         for key, child in value.items() if isinstance(value, dict) else enumerate(value):
             if isinstance(child, dict | list):
