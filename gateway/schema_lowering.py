@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import unquote
@@ -117,10 +118,27 @@ def drop(node: dict[str, Any], found: list[str], low: Lowering) -> bool:
     return True
 
 
+# `^ATOM+$` / `^ATOM*$`, ATOM one character: a class, an escape, `.` or a plain character.
+_REPEATED_ATOM: Final = re.compile(
+    r"\^(\[(?:\\.|[^\]\\])*\]|\\[^\duUxXcpPkbB]|[^\\()|?*+{}\[\]^$])([+*])\$"
+)
+
+
 def drop_length(node: dict[str, Any], found: list[str], low: Lowering) -> bool:
-    """Length beside pattern/format: the tier keeps the pattern or format (usually the more
-    specific), the validator checks the length."""
+    """Length beside pattern/format: where the pattern is one repeated character
+    (``^[A-Z]+$``) the length folds into it exactly (``^[A-Z]{1,4}$``); otherwise the tier keeps
+    the pattern or format (usually the more specific) and the validator checks the length."""
+    pattern, lo, hi = node.get("pattern"), node.get("minLength", 0), node.get("maxLength")
+    match = _REPEATED_ATOM.fullmatch(pattern) if isinstance(pattern, str) else None
+    if match and "format" not in node and _whole(lo) and (hi is None or _whole(hi)):
+        least = max(int(lo), 1 if match.group(2) == "+" else 0)
+        most = "" if hi is None else str(int(hi))
+        node["pattern"] = f"^{match.group(1)}{{{least},{most}}}$"
     return drop(node, ["minLength", "maxLength"], low)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == int(value)
 
 
 def patterns_into_additional(node: dict[str, Any], found: list[str], low: Lowering) -> bool:
