@@ -50,8 +50,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     payload: Callable[[Tier], bytes]  # the upstream body for a given tier
     check: Callable[[TierReply], Any] | None = None  # parse + validate; raises OutputInvalid
     request_id: str | None = None
-    # The schema was lowered: output that breaks it is sampled again on the same tier (the
-    # tier's ``schema_retries`` times, each with a new seed, within the deadline).
+    # Keywords of the schema are checked only after generation (lowered or unenforced):
+    # output that breaks one is sampled again on the same tier (the tier's
+    # ``schema_retries`` times, each with a new seed, while the deadline holds another answer).
     retry_on_violation: bool = False
     on_retry: Callable[[OutputInvalid], None] | None = None  # metrics: one call per retry
 
