@@ -66,7 +66,8 @@ def test_the_lowered_schema_accepts_every_instance_of_the_original(name: str, sc
     )
     valid = []
 
-    @settings(max_examples=50, deadline=None, database=None,
+    # derandomized: the same examples every run, so a pass is not luck
+    @settings(max_examples=50, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(strategy)
     def accepted(instance: Any) -> None:
@@ -113,18 +114,18 @@ def instances(schema: Any, root: Any, depth: int = 0) -> st.SearchStrategy[Any]:
     options: list[st.SearchStrategy[Any]] = []
     if isinstance(schema.get("$ref"), str):
         options.append(instances(_resolve(root, schema["$ref"]), root, depth + 1))
-    if "const" in schema:
-        options.append(st.just(schema["const"]))
+    if "const" in schema:  # exhaustive: nothing else is an instance
+        return st.just(schema["const"])
     if isinstance(schema.get("enum"), list) and schema["enum"]:
-        options.append(st.sampled_from(schema["enum"]))
+        return st.sampled_from(schema["enum"])
     for key in ("anyOf", "oneOf", "allOf"):
         for branch in schema.get(key, []) if isinstance(schema.get(key), list) else []:
             options.append(instances(branch, root, depth + 1))
     kinds = schema.get("type")
     kinds = {kinds} if isinstance(kinds, str) else set(kinds or ())
     if kinds & {"integer", "number"}:
-        lo = _bound(schema, "minimum", -20) - 1
-        hi = max(lo, _bound(schema, "maximum", 20) + 1)
+        lo = _bound(schema, "minimum", -20)
+        hi = max(lo, _bound(schema, "maximum", 20))
         options.append(st.integers(lo, hi))
         if "number" in kinds:
             options.append(st.floats(lo, hi))
