@@ -493,6 +493,9 @@ class _Walk:
         quiet): a large schema repeats a handful of shapes thousands of times."""
         _, _, implied, quiet = shape
         types = find.declared_types(node) or implied
+        # what XGrammar converts it as: a schema without `type` but with `properties` is an
+        # object to it, and its object rules refuse what they would with `type: object`
+        shaped = types if types is not None else find.shape_types(node)
         picked: dict[str, tuple[rules.Rule, bool]] = {}
         for key in node:
             for rule in rules.REJECT_BY_KEY.get(key, ()):
@@ -503,8 +506,9 @@ class _Walk:
         found = tuple(
             (rule, rejecting)
             for rule, rejecting in picked.values()
-            if _applies(rule, types, self.draft)
-        )
+            if _applies(rule, shaped if rejecting and rule.source == rules.XGRAMMAR else types,
+                        self.draft)
+        )  # fmt: skip
         self._by_shape[shape] = found
         return found
 

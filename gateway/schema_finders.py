@@ -56,6 +56,7 @@ def property_names_conflict(obj: Mapping[str, Any]) -> list[str]:
     names = obj["propertyNames"]
     if (
         not isinstance(names, dict)  # XGrammar: "propertyNames must be an object"
+        or "string" not in (declared_types(names) or {"string"})  # "... that validates string"
         or length_beside_pattern(names)
         or "patternProperties" in obj
         or "properties" in obj
@@ -139,8 +140,8 @@ def _empty_range(obj: Mapping[str, Any]) -> str | None:
     hi = _tightest(obj, "maximum", "exclusiveMaximum", lower=False)
     if lo is None or hi is None:
         return None
-    if declared_types(obj) == frozenset({"integer"}):
-        try:  # the whole numbers inside the range (XGrammar's own check for integers)
+    if "number" not in (declared_types(obj) or ()):  # only integers: XGrammar's own check
+        try:  # the whole numbers inside the range
             first = math.floor(lo[0]) + 1 if lo[1] else math.ceil(lo[0])
             last = math.ceil(hi[0]) - 1 if hi[1] else math.floor(hi[0])
         except (OverflowError, ValueError):  # inf/nan cannot come from JSON; be total anyway
@@ -150,9 +151,19 @@ def _empty_range(obj: Mapping[str, Any]) -> str | None:
     return str(lo[2]) if empty else None
 
 
+# Which instance type each contradictory bound constrains (a bound on another type means
+# nothing, and XGrammar does not read it).
+BOUND_KINDS: Final = {
+    "minimum": NUM, "exclusiveMinimum": NUM, "minLength": frozenset({"string"}),
+    "minItems": frozenset({"array"}), "minProperties": frozenset({"object"}),
+    "required": frozenset({"object"}),
+}  # fmt: skip
+
+
 def contradictory_bounds(obj: Mapping[str, Any]) -> list[str]:
-    """Bounds no value satisfies (unsatisfiable: XGrammar refuses them, nothing can lower them):
-    min above max, an empty exclusive range, more ``required`` than ``maxProperties``."""
+    """Bounds no value of their type satisfies (XGrammar refuses them): min above max, an
+    empty exclusive range, more ``required`` than ``maxProperties``."""
+    types = declared_types(obj) or shape_types(obj) or frozenset()
     pairs = (("minLength", "maxLength"), ("minItems", "maxItems"),
              ("minProperties", "maxProperties"))  # fmt: skip
     found = [
@@ -160,14 +171,14 @@ def contradictory_bounds(obj: Mapping[str, Any]) -> list[str]:
         for lo, hi in pairs
         if lo in obj and hi in obj and _number(obj[lo]) and _number(obj[hi]) and obj[lo] > obj[hi]
     ]
-    if (empty := _empty_range(obj)) is not None:
+    if types & NUM and (empty := _empty_range(obj)) is not None:
         found.append(empty)
     required = obj.get("required")
     if isinstance(required, list) and _number(obj.get("maxProperties")):
         names = {r for r in required if isinstance(r, str)}
         if len(names) > obj["maxProperties"]:
             found.append("required")
-    return found
+    return [k for k in found if types & BOUND_KINDS[k]]
 
 
 def prefix_beyond_max_items(obj: Mapping[str, Any]) -> list[str]:
@@ -329,6 +340,13 @@ _SHAPES: Final = {
 }
 
 
+def shape_types(obj: Mapping[str, Any]) -> frozenset[str] | None:
+    """The type XGrammar gives a schema without ``type`` from its keywords (``properties``:
+    an object, ``prefixItems``: an array), or None."""
+    shape = frozenset(kind for kind, keys in _SHAPES.items() if any(k in obj for k in keys))
+    return shape or None
+
+
 def untyped_assertions(obj: Mapping[str, Any]) -> list[str]:
     """XGrammar reads a schema with no ``type`` as any value (or as an object or array where
     ``properties`` or ``items`` give the shape away) and drops the other kinds' keywords."""
@@ -417,3 +435,10 @@ def xgrammar_reads(obj: Mapping[str, Any], keyword: str) -> bool:
     if not ranks:
         return True
     return _RANK.get(keyword, 99) <= min(ranks)
+
+
+def true_in_prefix(obj: Mapping[str, Any]) -> list[str]:
+    """XGrammar 0.2.8 refuses a ``true`` entry in ``prefixItems`` ("prefixItems must be an
+    array of objects or booleans", for ``[true]`` all the same)."""
+    prefix = obj.get("prefixItems")
+    return ["prefixItems"] if isinstance(prefix, list) and any(v is True for v in prefix) else []

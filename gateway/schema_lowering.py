@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import unquote
 
-from gateway.schema_finders import declared_types, undeclared_required
+from gateway.schema_finders import BOUND_KINDS, declared_types, undeclared_required
 
 LowerFn = Callable[[dict[str, Any], list[str], "Lowering"], bool]
 
@@ -43,6 +43,7 @@ _GROUPS: Final = (
     frozenset({"contains", "minContains", "maxContains"}),
     frozenset({"items", "additionalItems"}),
 )
+ALL_TYPES: Final = frozenset({"null", "boolean", "integer", "number", "string", "array", "object"})
 _LOWER_BOUNDS: Final = frozenset({"minimum", "minLength", "minItems", "minProperties"})
 _UPPER_BOUNDS: Final = frozenset({"maximum", "maxLength", "maxItems", "maxProperties"})
 
@@ -253,6 +254,25 @@ def whole_integer_bounds(node: dict[str, Any], found: list[str], low: Lowering) 
     for key in found:
         round_up = key in ("minimum", "exclusiveMaximum")
         node[key] = math.ceil(node[key]) if round_up else math.floor(node[key])
+    return True
+
+
+def drop_empty_kind(node: dict[str, Any], found: list[str], low: Lowering) -> bool:
+    """Bounds that leave no value of one type, where ``type`` allows others too
+    (``["integer", "null"]`` with no integer in range): that type is left out of ``type``,
+    which admits exactly the same instances. With no other type, nothing is admitted."""
+    kinds = declared_types(node) or ALL_TYPES  # without `type`: every other type is fine
+    for key in found:
+        kinds -= BOUND_KINDS[key] | ({"integer"} if "number" in BOUND_KINDS[key] else set())
+    if not kinds:
+        return False
+    node["type"] = sorted(kinds) if len(kinds) > 1 else next(iter(kinds))
+    return True
+
+
+def true_to_empty(node: dict[str, Any], found: list[str], low: Lowering) -> bool:
+    """``true`` in ``prefixItems`` becomes ``{}``: the same schema, in a form XGrammar takes."""
+    node["prefixItems"] = [{} if v is True else v for v in node["prefixItems"]]
     return True
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway import schema_rules as rules
 from gateway.errors import OutputInvalid, SchemaInvalid, SchemaUnsupported
@@ -140,3 +142,51 @@ def test_formats_are_shapes_in_xgrammar_and_the_validator_checks_the_rest(compil
     assert admits(compiled, "2026-02-30")  # the calendar is not
     with pytest.raises(OutputInvalid):
         SchemaChecker().check(schema).validate_output('"2026-02-30"', "stop")
+
+
+# --- random schemas: whatever the preflight serves, XGrammar compiles ----------------------
+
+_num = st.one_of(st.integers(-5, 5), st.sampled_from([0.5, 1.5, -2.5]))
+_leaf = st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["integer", "number", "string", "array", "object", "boolean",
+                             "null", ["integer", "null"], ["string", "number"]]),
+    "minimum": _num, "maximum": _num, "exclusiveMinimum": _num, "exclusiveMaximum": _num,
+    "multipleOf": st.sampled_from([2, 0.5]), "minLength": st.integers(0, 4),
+    "maxLength": st.integers(0, 4),
+    "pattern": st.sampled_from(["^a+$", "^[a-z]*$", "a]", "^x", "^(?!a)b$"]),
+    "format": st.sampled_from(["date", "regex", "email", "int32"]),
+    "enum": st.sampled_from([[1, 2], ["a"], [None]]), "const": st.sampled_from([1, "a"]),
+    "minItems": st.integers(0, 3), "maxItems": st.integers(0, 3), "uniqueItems": st.booleans(),
+    "minProperties": st.integers(0, 3), "maxProperties": st.integers(0, 3),
+    "required": st.sampled_from([["a"], ["a", "b"], ["z"]]),
+})  # fmt: skip
+
+
+def _nested(inner: Any) -> Any:
+    sub = inner | st.booleans()
+    return _leaf.flatmap(lambda d: st.fixed_dictionaries({k: st.just(v) for k, v in d.items()},
+        optional={
+            "properties": st.dictionaries(st.sampled_from(["a", "b", "c"]), sub, max_size=3),
+            "patternProperties": st.dictionaries(st.sampled_from(["^x", "^y"]), inner, max_size=2),
+            "additionalProperties": sub, "items": sub, "prefixItems": st.lists(sub, max_size=3),
+            "anyOf": st.lists(sub, min_size=1, max_size=3),
+            "oneOf": st.lists(inner, min_size=1, max_size=3),
+            "allOf": st.lists(sub, min_size=1, max_size=3), "contains": inner,
+            "propertyNames": sub, "not": inner, "$ref": st.sampled_from(["#/$defs/d", "#"]),
+        }))  # fmt: skip
+
+
+random_schemas = st.recursive(_leaf, _nested, max_leaves=8).map(
+    lambda s: {**s, "$defs": {"d": {"type": "integer", "minimum": 1}}}
+)
+
+
+@settings(max_examples=400, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(schema=random_schemas)
+def test_every_schema_the_preflight_serves_compiles(compiler: Any, schema: Any) -> None:
+    try:
+        checked = SchemaChecker().check(schema)
+    except (SchemaInvalid, SchemaUnsupported):
+        return
+    compile_like_vllm(compiler, checked.tier_schema)

@@ -411,6 +411,9 @@ LOWERED: list[tuple[str, Any, Any]] = [
     ("length beside another pattern: the pattern stays",
      {"type": "string", "pattern": "^[A-Z][a-z]+$", "minLength": 2, "maxLength": 6},
      {"type": "string", "pattern": "^[A-Z][a-z]+$"}),
+    ("no integer in range beside null: integer leaves the type",
+     {"type": ["integer", "null"], "exclusiveMinimum": -2, "exclusiveMaximum": -1},
+     {"type": "null", "exclusiveMinimum": -2, "exclusiveMaximum": -1}),
     ("vLLM's refusal inside default drops the default",
      {"type": "object", "default": {"type": "array", "uniqueItems": True}}, {"type": "object"}),
 ]  # fmt: skip
@@ -436,6 +439,7 @@ FALSE_REFUSALS: list[tuple[str, Any]] = [
     ("required beside a draft-07 $ref whose target declares it",
      {"$schema": DRAFT7, "definitions": {"p": {"type": "object", "properties": {"a": {}}}},
       "type": "object", "$ref": "#/definitions/p", "required": ["a"]}),
+    ("bounds on another type mean nothing", {"type": "string", "minimum": 5, "maximum": 2}),
     ("bounds beside const are never read by XGrammar",
      {"type": "integer", "minimum": 5, "maximum": 2, "const": 1}),
     ("minItems beside anyOf is never read by XGrammar",
