@@ -60,7 +60,26 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     payload: Callable[[Tier], bytes]  # the upstream body for a given tier
     check: Callable[[TierReply], Any] | None = None  # parse + validate; raises OutputInvalid
     request_id: str | None = None
+    # Keywords of the schema are checked only after generation (lowered or unenforced):
+    # output that breaks one is sampled again on the same tier (the tier's
+    # ``schema_retries`` times, each with a new seed, while the deadline holds another answer).
+    retry_on_violation: bool = False
+    on_retry: Callable[[OutputInvalid], None] | None = None  # metrics: one call per retry
     grant: Grant | None = None  # the API key's (None: keys off)
+
+
+def reseeded(body: bytes, attempt: int) -> bytes:
+    """The upstream body with a fresh ``seed`` for retry ``attempt`` (the client's seed plus
+    ``attempt``): a new sample, reproducible from the client's seed."""
+    payload = msgspec.json.decode(body)
+    base = payload.get("seed")
+    payload["seed"] = (base if isinstance(base, int) else 0) + attempt
+    return msgspec.json.encode(payload)
+
+
+def _greedy(body: bytes) -> bool:
+    """Temperature 0 answers the same whatever the seed: a retry would repeat the output."""
+    return bool(msgspec.json.decode(body).get("temperature") == 0)
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -176,39 +195,53 @@ class Dispatcher:
         tier = self.settings.tiers[name]
         if budget_s <= 0:
             raise TierTimeout(f"no time was left to call tier {name}", tier=name, budget_s=0.0)
-        settled = False
-        try:
-            reply = await self.clients[name].complete(
-                job.payload(tier), budget_s=budget_s, request_id=job.request_id
-            )
-            settled = True
-        except (TierUnavailable, TierTimeout, BadUpstreamResponse) as error:
-            settled = True
-            self.warmth.record_failure(name, error.detail)
-            retry_s = self.warmth.retry_after(name)
-            if isinstance(error, TierUnavailable) and retry_s is not None:
-                # This failure left the tier down: come back when it is next tried.
-                error.headers["Retry-After"] = _seconds(retry_s)
-                error.members["state"] = "down"
-            raise
-        finally:
-            if trial and not settled:
-                self.warmth.end_trial(name)
-        self.warmth.record_success(name, reply.latency_s)
-        if job.grant is not None:  # the key pays for every answer, used or not
-            usage = reply.completion.usage
-            job.grant.answered(name, reply.latency_s, usage.total_tokens if usage else 0)
-        try:
-            output = job.check(reply) if job.check is not None else None
-        except OutputInvalid as error:
-            error.members.setdefault("tier", name)
-            raise
-        except RecursionError:  # output nested past the JSON decoder's depth limit
-            bad = BadUpstreamResponse(
-                f"tier {name}'s output nests deeper than the gateway decodes", tier=name
-            )
-            self.warmth.record_failure(name, bad.detail)
-            raise bad from None
+        started = self.clock()
+        body = job.payload(tier)
+        retries = tier.schema_retries if job.retry_on_violation and not _greedy(body) else 0
+        for attempt in range(retries + 1):
+            settled = False
+            try:
+                reply = await self.clients[name].complete(
+                    reseeded(body, attempt) if attempt else body,
+                    budget_s=budget_s - (self.clock() - started),
+                    request_id=job.request_id,
+                )
+                settled = True
+            except (TierUnavailable, TierTimeout, BadUpstreamResponse) as error:
+                settled = True
+                self.warmth.record_failure(name, error.detail)
+                retry_s = self.warmth.retry_after(name)
+                if isinstance(error, TierUnavailable) and retry_s is not None:
+                    # This failure left the tier down: come back when it is next tried.
+                    error.headers["Retry-After"] = _seconds(retry_s)
+                    error.members["state"] = "down"
+                raise
+            finally:
+                if trial and not settled:
+                    self.warmth.end_trial(name)
+            self.warmth.record_success(name, reply.latency_s)
+            if job.grant is not None:  # the key pays for every answer, used or not
+                usage = reply.completion.usage
+                job.grant.answered(name, reply.latency_s, usage.total_tokens if usage else 0)
+            try:
+                output = job.check(reply) if job.check is not None else None
+                break
+            except OutputInvalid as error:
+                error.members.setdefault("tier", name)
+                again = error.members.get("reason") == "schema-violation" and attempt < retries
+                # a retry costs about what this answer did: only when that still fits
+                if not again or budget_s - (self.clock() - started) < reply.latency_s:
+                    if attempt:
+                        error.members["attempts"] = attempt + 1
+                    raise
+                if job.on_retry is not None:
+                    job.on_retry(error)
+            except RecursionError:  # output nested past the JSON decoder's depth limit
+                bad = BadUpstreamResponse(
+                    f"tier {name}'s output nests deeper than the gateway decodes", tier=name
+                )
+                self.warmth.record_failure(name, bad.detail)
+                raise bad from None
         return Outcome(
             reply=reply, output=output, requested=job.requested, served=name, reason=reason
         )

@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
+    from gateway.errors import OutputInvalid
     from gateway.routes.common import Call
 
 log = logging.getLogger("gateway.request")
@@ -102,6 +103,20 @@ class Metrics:
         self.warmups = Counter(
             "gateway_warmups_started", "Warm-ups started (single-flight)", ["tier"], **kw
         )
+        # Lowered schemas (docs/structured-output.md): samples retried after output broke a
+        # lowered keyword, and the breaks still there when the retries ran out (a 502).
+        self.schema_retries = Counter(
+            "gateway_schema_retries",
+            "Retries after output broke a lowered schema keyword, by tier and keyword",
+            ["tier", "keyword"],
+            **kw,
+        )
+        self.schema_violations = Counter(
+            "gateway_schema_violations",
+            "Outputs of lowered schemas still breaking a keyword after the retries (502)",
+            ["tier", "keyword"],
+            **kw,
+        )
         self.store_errors = Counter(
             "gateway_store_errors",
             "Calls to the shared warmth store (Redis) that failed or timed out; local state "
@@ -153,6 +168,13 @@ class Metrics:
         if upstream is not None:
             self._child(self.upstream, served).observe(upstream)
             self._child(self.overhead, route).observe(max(elapsed - upstream, 0.0))
+
+    def observe_schema_break(self, error: OutputInvalid, *, final: bool) -> None:
+        """One output that broke the (original) schema: a retry, or the final 502."""
+        metric = self.schema_violations if final else self.schema_retries
+        tier = str(error.members.get("tier", ""))
+        for keyword in {str(e.get("keyword")) for e in error.members.get("errors", [])}:
+            self._child(metric, tier, keyword).inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, kept: each call of ``labels`` takes a lock."""

@@ -5,14 +5,23 @@ called, and validation of the tier's output against it afterwards.
 >>> checked = checker.check({"type": "object", "properties": {"n": {"type": "integer"}}})
 >>> checked.validate_output('{"n": 3}', "stop")
 {'n': 3}
->>> checker.check({"type": "array", "uniqueItems": True})
+>>> checker.check({"type": "string", "pattern": "^(a)\\\\1$"})
 Traceback (most recent call last):
 gateway.errors.SchemaUnsupported: the schema uses 1 feature the tier cannot enforce: ...
 
 ``check`` raises ``SchemaInvalid`` (400) for a schema that is not a JSON Schema and
-``SchemaUnsupported`` (422) listing every feature the pinned tier cannot enforce (the rules,
-with their sources, are data in ``gateway.schema_rules``). Verdicts are cached, bounded LRU,
-by a hash of the canonical schema. Pure CPU, no I/O: safe to call on the event loop.
+``SchemaUnsupported`` (422) listing every feature the pinned tier cannot enforce and no lowering
+can serve (the rules, with their sources, are data in ``gateway.schema_rules``). Features a
+lowering serves (``gateway.schema_lowering``) give a ``CheckedSchema`` whose ``tier_schema`` is
+the lowered schema and whose ``lowered_at`` says what was lowered; ``require_strict`` turns them
+back into the 422 (``X-Schema-Mode: strict``).
+
+>>> checked = checker.check({"type": "array", "items": {"type": "string"}, "uniqueItems": True})
+>>> checked.tier_schema, checked.checked_after
+({'type': 'array', 'items': {'type': 'string'}}, ('uniqueItems',))
+
+Verdicts are cached, bounded LRU, by a hash of the canonical schema. Pure CPU, no I/O: safe
+to call on the event loop.
 """
 
 from __future__ import annotations
@@ -21,20 +30,32 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import jsonschema_rs
 import msgspec
 
+from gateway import schema_finders as find
+from gateway import schema_lowering as low
 from gateway import schema_rules as rules
 from gateway.errors import GatewayError, OutputInvalid, SchemaInvalid, SchemaUnsupported
-from gateway.schema_finders import declared_types
 
 MAX_OUTPUT_ERRORS: Final = 5  # enough to act on; a broken output can have thousands
 MAX_SCHEMA_ERRORS: Final = 10  # meta-schema faults listed in one 400
 MAX_MESSAGE_CHARS: Final = 300  # a message quotes the instance; keep problem bodies small
+MAX_LOWERING_ROUNDS: Final = 4  # a merged allOf may hold allOfs itself: real schemas need 2
+_PATTERN_CACHE_SIZE: Final = 4096  # distinct patterns remembered per checker (compiles ~µs-ms)
+
+
+def shorten(message: str) -> str:
+    """Cut a long message in the middle: the quoted instance sits there, the reason at one end
+    (``{...} is not of type "number"``, ``Additional properties are not allowed (...)``)."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    half = (MAX_MESSAGE_CHARS - 5) // 2
+    return message[:half] + " ... " + message[-half:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +103,24 @@ def json_path(parts: list[str | int]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """A keyword a rule is about, where it sits. ``at``: the parts of the path of the schema
+    object holding it; ``rule``: the rule's id; ``data_key``: set when vLLM found it inside
+    data (``default``, ``enum``...) of that object."""
+
     path: str
     keyword: str
     message: str
     source: str
+    at: tuple[str | int, ...] = ()
+    rule: str = ""
+    data_key: str | None = None
+
+    @property
+    def lowerable(self) -> bool:
+        rule = rules.BY_ID.get(self.rule)
+        if self.data_key is not None:
+            return True
+        return rule is not None and rule.lower is not None
 
     def as_member(self) -> dict[str, str]:
         return {
@@ -105,11 +140,32 @@ class CheckedSchema:
     schema_hash: str
     draft: int
     unenforced_at: tuple[Finding, ...]
+    lowered_at: tuple[Finding, ...] = ()
+    lowered: dict[str, Any] | bool | None = None  # what the tier gets, when lowered
     _validator: jsonschema_rs.Validator | None = field(default=None, repr=False)
 
     @property
     def unenforced(self) -> tuple[str, ...]:
         return tuple(sorted({f.keyword for f in self.unenforced_at}))
+
+    @property
+    def tier_schema(self) -> dict[str, Any] | bool:
+        """The schema the tier compiles: the lowered one, or the client's."""
+        return self.schema if self.lowered is None else self.lowered
+
+    @property
+    def lowered_keywords(self) -> tuple[str, ...]:
+        return tuple(sorted({f.keyword for f in self.lowered_at}))
+
+    @property
+    def checked_after(self) -> tuple[str, ...]:
+        """Every keyword checked only after generation: unenforced or lowered."""
+        return tuple(sorted({f.keyword for f in self.unenforced_at + self.lowered_at}))
+
+    def require_strict(self) -> None:
+        """Strict mode: a schema that needed lowering is refused (422), as before lowering."""
+        if self.lowered_at:
+            raise _unsupported(list(self.lowered_at))
 
     def validator(self) -> jsonschema_rs.Validator:
         # Built on first use: generation takes seconds, a build of a 100 KB schema ~15 ms,
@@ -124,7 +180,7 @@ class CheckedSchema:
                 # it: still the schema's fault, never the tier's and never a 500.
                 raise SchemaInvalid(
                     "the schema cannot be compiled for output validation",
-                    errors=[{"path": "$", "message": str(exc)[:MAX_MESSAGE_CHARS]}],
+                    errors=[{"path": "$", "keyword": "schema", "message": shorten(str(exc))}],
                 ) from None
         return self._validator
 
@@ -147,7 +203,7 @@ class CheckedSchema:
             raise OutputInvalid(
                 f"the output is not valid JSON ({exc})",
                 reason="invalid-json",
-                errors=[{"path": "$", "keyword": None, "message": str(exc)}],
+                errors=[{"path": "$", "keyword": "json", "message": shorten(str(exc))}],
             ) from None
         errors = []
         for error in self.validator().iter_errors(value):
@@ -155,7 +211,7 @@ class CheckedSchema:
                 {
                     "path": json_path(error.instance_path),
                     "keyword": error.kind.name,
-                    "message": error.message[:MAX_MESSAGE_CHARS],
+                    "message": shorten(error.message),
                 }
             )
             if len(errors) == MAX_OUTPUT_ERRORS:
@@ -180,7 +236,7 @@ class SchemaChecker:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, CheckedSchema | GatewayError] = OrderedDict()
         self._lock = threading.Lock()
-        self._regex = jsonschema_rs.validator_for({"format": "regex"}, validate_formats=True)
+        self._patterns: dict[tuple[str, str], bool] = {}
         self._meta_validators: dict[int, jsonschema_rs.Validator] = {}
 
     def __len__(self) -> int:
@@ -195,7 +251,7 @@ class SchemaChecker:
         if not isinstance(schema, dict | bool):
             raise SchemaInvalid(
                 "the schema must be a JSON object (or true/false)",
-                errors=[{"path": "$", "message": "not an object"}],
+                errors=[{"path": "$", "keyword": "type", "message": "not an object"}],
             )
         try:
             key = hashlib.sha256(msgspec.json.encode(schema, order="sorted")).hexdigest()
@@ -235,20 +291,60 @@ class SchemaChecker:
             raise _unsupported([Finding("$", "false", "the `false` schema admits no value",
                                         rules.XGRAMMAR)])  # fmt: skip
         draft = _draft(schema)
-        faults = [
-            {"path": json_path(e.instance_path), "message": e.message[:MAX_MESSAGE_CHARS]}
-            for e, _ in zip(
-                self._meta(draft).iter_errors(schema), range(MAX_SCHEMA_ERRORS), strict=False
-            )
-        ]
+        faults = self._meta_faults(schema, draft, [])
         if faults:
             raise SchemaInvalid(
                 f"the schema is not a valid JSON Schema at {faults[0]['path']}: "
                 f"{faults[0]['message']}",
                 errors=faults,
             )
-        walk = _Walk(schema, draft, self._regex)
-        walk.schema(schema)
+        walk = _Walk(schema, draft, self._pattern_ok)
+        walk.run()
+        faults = [f for at, target in walk.unvisited for f in self._meta_faults(target, draft, at)]
+        if faults:  # a $ref target outside the usual keywords: the meta-schema never saw it
+            raise SchemaInvalid(
+                f"the schema is not a valid JSON Schema at {faults[0]['path']}: "
+                f"{faults[0]['message']}",
+                errors=faults,
+            )
+        self._verdict(walk)
+        lowered_at = tuple(walk.rejected)
+        lowered = self._lower(schema, draft, walk.rejected) if lowered_at else None
+        return CheckedSchema(schema, key, draft, tuple(walk.unenforced), lowered_at, lowered)
+
+    def _meta_faults(self, schema: Any, draft: int, at: list[str | int]) -> list[dict[str, str]]:
+        return [
+            {
+                "path": json_path([*at, *e.instance_path]),
+                "keyword": _keyword_at([*at, *e.instance_path]),
+                "message": shorten(e.message),
+            }
+            for e, _ in zip(
+                self._meta(draft).iter_errors(schema), range(MAX_SCHEMA_ERRORS), strict=False
+            )
+        ]
+
+    def _pattern_ok(self, where: str, pattern: str) -> bool:
+        """Does the output validator compile this pattern (``where``: pattern or
+        patternProperties)? Python's and XGrammar's readings of a lone ``]`` or ``}`` agree
+        with it; jsonschema-rs's strict ECMA ``format: regex`` check does not."""
+        key = (where, pattern)
+        if key not in self._patterns:
+            schema: dict[str, Any] = (
+                {"pattern": pattern} if where == "pattern" else {where: {pattern: {}}}
+            )
+            try:
+                jsonschema_rs.validator_for(schema)
+                ok = True
+            except jsonschema_rs.ValidationError:
+                ok = False
+            if len(self._patterns) >= _PATTERN_CACHE_SIZE:
+                self._patterns.clear()
+            self._patterns[key] = ok
+        return self._patterns[key]
+
+    def _verdict(self, walk: _Walk) -> None:
+        """Raise for what no lowering serves: too deep, not usable, refused outright."""
         if walk.too_deep is not None:
             raise SchemaUnsupported(
                 f"the schema nests deeper than {rules.MAX_NESTING} levels",
@@ -261,9 +357,52 @@ class SchemaChecker:
                 f"the schema is not usable at {first['path']}: {first['message']}",
                 errors=walk.invalid,
             )
-        if walk.rejected:
-            raise _unsupported(walk.rejected)
-        return CheckedSchema(schema, key, draft, tuple(walk.unenforced))
+        refused = [f for f in walk.rejected if not f.lowerable]
+        if refused:
+            raise _unsupported(refused)
+
+    def _lower(self, schema: Any, draft: int, found: list[Finding]) -> Any:
+        """The lowered copy of ``schema``: each finding's lowering applied (deepest first, so
+        a merge sees lowered branches), then walked again until nothing is refused."""
+        copy_ = msgspec.json.decode(msgspec.json.encode(schema))
+        for _ in range(MAX_LOWERING_ROUNDS):
+            lowering = low.Lowering(copy_, draft)
+            for finding in sorted(found, key=lambda f: -len(f.at)):
+                node = _node_at(copy_, finding.at)
+                if not isinstance(node, dict):
+                    continue  # an earlier lowering removed it
+                if finding.data_key is not None:
+                    low.drop_data(node, finding.data_key)
+                    continue
+                rule = rules.BY_ID[finding.rule]
+                assert rule.lower is not None  # only lowerable findings get here
+                keys = [k for k in rule.found(node) if k == finding.keyword] or [finding.keyword]
+                if keys[0] in node and not rule.lower(node, keys, lowering):
+                    raise _unsupported([finding])
+            walk = _Walk(copy_, draft, self._pattern_ok)
+            walk.run()
+            self._verdict(walk)
+            if not walk.rejected:
+                return copy_
+            found = walk.rejected
+        raise _unsupported(found)
+
+
+def _node_at(doc: Any, at: tuple[str | int, ...]) -> Any:
+    for part in at:
+        if isinstance(doc, dict) and isinstance(part, str):
+            doc = doc.get(part)
+        elif isinstance(doc, list) and isinstance(part, int) and part < len(doc):
+            doc = doc[part]
+        else:
+            return None
+    return doc
+
+
+def _keyword_at(parts: list[str | int]) -> str:
+    """The keyword a fault at ``parts`` is about: the last name on the path."""
+    names = [p for p in parts if isinstance(p, str)]
+    return names[-1] if names else "schema"
 
 
 def _unsupported(found: list[Finding]) -> SchemaUnsupported:
@@ -286,7 +425,9 @@ def _draft(schema: dict[str, Any] | bool) -> int:
             return draft
     raise SchemaInvalid(
         "unknown $schema: use draft-04, -06, -07, 2019-09 or 2020-12 (the default)",
-        errors=[{"path": "$.$schema", "message": f"unknown meta-schema {uri!r}"}],
+        errors=[
+            {"path": "$.$schema", "keyword": "$schema", "message": f"unknown meta-schema {uri!r}"}
+        ],
     )
 
 
@@ -300,17 +441,33 @@ def _applies(rule: rules.Rule, types: frozenset[str] | None, draft: int) -> bool
 
 class _Walk:
     """One pass over the schema document: every subschema, with its JSON path kept as a stack
-    of parts and rendered only when something is found (most objects find nothing)."""
+    of parts and rendered only when something is found (most objects find nothing). Then the
+    targets of local ``$ref``s that no schema keyword reaches (``{"$ref": "#/foo"}``)."""
 
-    def __init__(self, root: Any, draft: int, regex: jsonschema_rs.Validator) -> None:
-        self.root, self.draft, self.regex = root, draft, regex
+    def __init__(self, root: Any, draft: int, pattern_ok: Callable[[str, str], bool]) -> None:
+        self.root, self.draft, self.pattern_ok = root, draft, pattern_ok
         self.parts: list[str | int] = []
         self.rejected: list[Finding] = []
         self.unenforced: list[Finding] = []
         self.invalid: list[dict[str, str]] = []
         self.too_deep: str | None = None
         self.quiet = 0  # > 0 inside a subschema that is unenforced as a whole
+        self.unvisited: list[tuple[list[str | int], Any]] = []  # $ref targets walked after
         self._by_shape: dict[tuple[Any, ...], _Applicable] = {}
+        self._seen: set[int] = set()  # ids of the schema objects walked
+        self._targets: list[tuple[list[str | int], Any]] = []
+        self._data_at: tuple[tuple[str | int, ...], str] | None = None
+
+    def run(self) -> None:
+        self.schema(self.root)
+        while self._targets:
+            at, target = self._targets.pop()
+            if id(target) in self._seen:
+                continue
+            self.unvisited.append((at, target))
+            saved, self.parts = self.parts, list(at)
+            self.schema(target, len(at) + 1)
+            self.parts = saved
 
     def path(self, *more: str | int) -> str:
         return json_path([*self.parts, *more])
@@ -331,11 +488,14 @@ class _Walk:
         self.parts.pop()
 
     def _rules_for(self, node: Mapping[str, Any], shape: tuple[Any, ...]) -> _Applicable:
-        """The rules that can fire on ``node`` (True: rejecting): those whose trigger keywords
-        it holds and that apply to its type. Memoised by ``shape`` (keys, type, implied type,
+        """The rules that can fire on ``node`` (True: rejecting): those whose keywords it
+        holds and that apply to its type. Memoised by ``shape`` (keys, type, implied type,
         quiet): a large schema repeats a handful of shapes thousands of times."""
         _, _, implied, quiet = shape
-        types = declared_types(node) or implied
+        types = find.declared_types(node) or implied
+        # what XGrammar converts it as: a schema without `type` but with `properties` is an
+        # object to it, and its object rules refuse what they would with `type: object`
+        shaped = types if types is not None else find.shape_types(node)
         picked: dict[str, tuple[rules.Rule, bool]] = {}
         for key in node:
             for rule in rules.REJECT_BY_KEY.get(key, ()):
@@ -346,19 +506,33 @@ class _Walk:
         found = tuple(
             (rule, rejecting)
             for rule, rejecting in picked.values()
-            if _applies(rule, types, self.draft)
-        )
+            if _applies(rule, shaped if rejecting and rule.source == rules.XGRAMMAR else types,
+                        self.draft)
+        )  # fmt: skip
         self._by_shape[shape] = found
+        return found
+
+    def _found(self, rule: rules.Rule, rejecting: bool, node: Mapping[str, Any]) -> list[str]:
+        found = rule.found(node)
+        if found and rejecting and rule.source == rules.XGRAMMAR:
+            # XGrammar converts one of $ref/const/enum/anyOf/allOf and never reads the rest:
+            # what it never reads, it cannot refuse.
+            found = [k for k in found if find.xgrammar_reads(node, k)]
         return found
 
     def schema(self, node: Any, depth: int = 1, implied: frozenset[str] | None = None) -> None:
         """``depth`` counts objects and arrays from the root, as vLLM's nesting check does;
         ``implied``: the instance type the position fixes (property names are strings)."""
+        if isinstance(node, list):  # where a schema or a list of names may sit (dependencies)
+            self._data_at = None
+            self.data(node, depth)
+            return
         if not isinstance(node, dict):
             return
         if depth > rules.MAX_NESTING:
             self._deeper(depth)
             return
+        self._seen.add(id(node))
         declared = node.get("type")
         # Before 2019-09 every keyword beside $ref is ignored, by the spec and the validator.
         quiet = bool(self.quiet) or ("$ref" in node and self.draft < 2019)
@@ -372,13 +546,13 @@ class _Walk:
         if applicable is None:
             applicable = self._rules_for(node, shape)
         for rule, rejecting in applicable:
-            if found := rule.find(node):
-                where = self.path()
+            if found := self._found(rule, rejecting, node):
+                where, at = self.path(), tuple(self.parts)
                 (self.rejected if rejecting else self.unenforced).extend(
-                    Finding(where, k, rule.message, rule.source) for k in found
+                    Finding(where, k, rule.message, rule.source, at, rule.id) for k in found
                 )
         if "$ref" in node:
-            self._local_ref(node["$ref"])
+            self._local_ref(node["$ref"], node)
         if "pattern" in node or "patternProperties" in node:
             self._patterns(node)
         parts, deeper = self.parts, depth + 1
@@ -394,6 +568,7 @@ class _Walk:
                 # a flat list (required, an enum of scalars) holds nothing: it only counts
                 nested = isinstance(value, dict) or any(isinstance(v, _CONTAINERS) for v in value)
                 if nested or deeper > rules.MAX_NESTING:
+                    self._data_at = (tuple(parts), key)
                     self._into(key, value, deeper, data=True)
                 continue
             if deeper > rules.MAX_NESTING:
@@ -417,40 +592,63 @@ class _Walk:
         if self._deeper(depth):
             return
         if isinstance(value, dict):
-            types = declared_types(value)
+            types = find.declared_types(value)
             for rule in rules.REJECT:
                 if rule.id not in rules.VLLM_RULE_IDS:
                     continue
                 typed = not rule.types or (types and types & rule.types)
-                if typed and (found := rule.find(value)):
+                if typed and (found := rule.found(value)):
                     where = self.path()
+                    # outside a data keyword of a schema object: nothing to drop, no lowering
+                    at, data_key, rule_id = (
+                        (*self._data_at, rule.id) if self._data_at else ((), None, "")
+                    )
                     self.rejected += [Finding(where, k, rule.message + " (vLLM checks nested "
-                                      "data too)", rule.source) for k in found]  # fmt: skip
+                                      "data too)", rule.source, at, rule_id, data_key)
+                                      for k in found]  # fmt: skip
         for key, child in value.items() if isinstance(value, dict) else enumerate(value):
             if isinstance(child, dict | list):
                 self._into(key, child, depth + 1, data=True)
 
-    def _local_ref(self, ref: Any) -> None:
+    def _ref_finding(self, rule_id: str) -> None:
+        rule = rules.BY_ID[rule_id]
+        at = tuple(self.parts)
+        self.rejected.append(Finding(self.path(), "$ref", rule.message, rule.source, at, rule_id))
+
+    def _local_ref(self, ref: Any, node: Mapping[str, Any]) -> None:
         if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
             return
         if "~" in ref or "%" in ref:
             return  # refused by rule ref-escaped
         target: Any = self.root
+        through_array = False
+        at: list[str | int] = []
         for part in ref[2:].split("/") if ref != "#" else ():
             if isinstance(target, dict) and part in target:
                 target = target[part]
+                at.append(part)
             elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
                 target = target[int(part)]
+                at.append(int(part))
+                through_array = True
             else:
                 message = f"{ref} points to nothing"
-                self.invalid.append({"path": self.path("$ref"), "message": message})
+                self.invalid.append({"path": self.path("$ref"), "keyword": "$ref",
+                                     "message": message})  # fmt: skip
                 return
+        if through_array:
+            self._ref_finding("ref-into-array")
+        if target is False:
+            self._ref_finding("ref-false")
+        if isinstance(target, dict) and id(target) not in self._seen:
+            self._targets.append((at, target))
 
     def _patterns(self, node: Mapping[str, Any]) -> None:
         found: list[tuple[tuple[str, ...], Any]] = [(("pattern",), node.get("pattern"))]
         if isinstance(node.get("patternProperties"), dict):
             found += [(("patternProperties", p), p) for p in node["patternProperties"]]
         for where, pattern in found:
-            if isinstance(pattern, str) and not self.regex.is_valid(pattern):
+            if isinstance(pattern, str) and not self.pattern_ok(where[0], pattern):
                 message = f"{pattern!r} is not a valid regex"
-                self.invalid.append({"path": self.path(*where), "message": message})
+                self.invalid.append({"path": self.path(*where), "keyword": where[0],
+                                     "message": message})  # fmt: skip

@@ -8,6 +8,7 @@ finding means and where the behaviour comes from; this module only looks.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -42,8 +43,11 @@ def length_beside_pattern(obj: Mapping[str, Any]) -> list[str]:
 
 
 def unsupported_format(obj: Mapping[str, Any]) -> list[str]:
-    fmt = obj.get("format")
-    return ["format"] if "format" in obj and fmt not in SUPPORTED_FORMATS else []
+    if "format" not in obj:
+        return []
+    fmt = obj["format"]
+    # vLLM compares any value with its set; a non-string (in data) is never a supported format
+    return [] if isinstance(fmt, str) and fmt in SUPPORTED_FORMATS else ["format"]
 
 
 def property_names_conflict(obj: Mapping[str, Any]) -> list[str]:
@@ -51,7 +55,9 @@ def property_names_conflict(obj: Mapping[str, Any]) -> list[str]:
         return []
     names = obj["propertyNames"]
     if (
-        (isinstance(names, dict) and length_beside_pattern(names))
+        not isinstance(names, dict)  # XGrammar: "propertyNames must be an object"
+        or "string" not in (declared_types(names) or {"string"})  # "... that validates string"
+        or length_beside_pattern(names)
         or "patternProperties" in obj
         or "properties" in obj
         or obj.get("unevaluatedProperties", True) is not True
@@ -96,35 +102,91 @@ def empty_enum(obj: Mapping[str, Any]) -> list[str]:
     return ["enum"] if obj.get("enum") == [] else []
 
 
-BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+BOUNDS: Final = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _fits_int64(value: int | float) -> bool:
+    if isinstance(value, float):
+        # XGrammar converts a float bound to int64 and refuses one that loses precision at the
+        # edge: -2**63 written as a float (-9.223372036854776e18) is refused.
+        return -(2.0**63) < value < 2.0**63
+    return INT64_MIN <= value <= INT64_MAX
+
+
 def integer_bound_out_of_range(obj: Mapping[str, Any]) -> list[str]:
-    return [
-        k for k in BOUNDS if k in obj and _number(obj[k]) and not INT64_MIN <= obj[k] <= INT64_MAX
-    ]
+    return [k for k in BOUNDS if k in obj and _number(obj[k]) and not _fits_int64(obj[k])]
 
 
 def fractional_integer_bound(obj: Mapping[str, Any]) -> list[str]:
     return [k for k in BOUNDS if k in obj and isinstance(obj[k], float) and not obj[k].is_integer()]
 
 
+def _tightest(obj: Mapping[str, Any], inclusive: str, exclusive: str, lower: bool) -> Any:
+    """The tighter of a bound and its exclusive form: (value, exclusive?, keyword) or None."""
+    found = [(obj[k], k == exclusive, k) for k in (inclusive, exclusive) if _number(obj.get(k))]
+    if not found:
+        return None
+    # lower bound: the largest value wins, exclusive before inclusive at a tie (and vice versa)
+    key = (lambda b: (b[0], b[1])) if lower else (lambda b: (-b[0], b[1]))
+    return max(found, key=key)
+
+
+def _empty_range(obj: Mapping[str, Any]) -> str | None:
+    lo = _tightest(obj, "minimum", "exclusiveMinimum", lower=True)
+    hi = _tightest(obj, "maximum", "exclusiveMaximum", lower=False)
+    if lo is None or hi is None:
+        return None
+    if "number" not in (declared_types(obj) or ()):  # only integers: XGrammar's own check
+        try:  # the whole numbers inside the range
+            first = math.floor(lo[0]) + 1 if lo[1] else math.ceil(lo[0])
+            last = math.ceil(hi[0]) - 1 if hi[1] else math.floor(hi[0])
+        except (OverflowError, ValueError):  # inf/nan cannot come from JSON; be total anyway
+            return None
+        return str(lo[2]) if first > last else None
+    empty = lo[0] > hi[0] or (lo[0] == hi[0] and (lo[1] or hi[1]))
+    return str(lo[2]) if empty else None
+
+
+# Which instance type each contradictory bound constrains (a bound on another type means
+# nothing, and XGrammar does not read it).
+BOUND_KINDS: Final = {
+    "minimum": NUM, "exclusiveMinimum": NUM, "minLength": frozenset({"string"}),
+    "minItems": frozenset({"array"}), "minProperties": frozenset({"object"}),
+    "required": frozenset({"object"}),
+}  # fmt: skip
+
+
 def contradictory_bounds(obj: Mapping[str, Any]) -> list[str]:
-    pairs = (
-        ("minimum", "maximum"),
-        ("minLength", "maxLength"),
-        ("minItems", "maxItems"),
-        ("minProperties", "maxProperties"),
-    )
-    return [
+    """Bounds no value of their type satisfies (XGrammar refuses them): min above max, an
+    empty exclusive range, more ``required`` than ``maxProperties``."""
+    types = declared_types(obj) or shape_types(obj) or frozenset()
+    pairs = (("minLength", "maxLength"), ("minItems", "maxItems"),
+             ("minProperties", "maxProperties"))  # fmt: skip
+    found = [
         lo
         for lo, hi in pairs
         if lo in obj and hi in obj and _number(obj[lo]) and _number(obj[hi]) and obj[lo] > obj[hi]
     ]
+    if types & NUM and (empty := _empty_range(obj)) is not None:
+        found.append(empty)
+    required = obj.get("required")
+    if isinstance(required, list) and _number(obj.get("maxProperties")):
+        names = {r for r in required if isinstance(r, str)}
+        if len(names) > obj["maxProperties"]:
+            found.append("required")
+    return [k for k in found if types & BOUND_KINDS[k]]
+
+
+def prefix_beyond_max_items(obj: Mapping[str, Any]) -> list[str]:
+    prefix = obj.get("prefixItems")
+    limit = obj.get("maxItems")
+    if isinstance(prefix, list) and isinstance(limit, int | float) and len(prefix) > limit:
+        return ["prefixItems"]
+    return []
 
 
 def _closed(obj: Mapping[str, Any], extra: str, uneval: str) -> bool:
@@ -154,17 +216,50 @@ def min_properties_beyond_declared(obj: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _branch_properties(obj: Mapping[str, Any]) -> set[str] | None:
+    """Property names the ``anyOf``/``oneOf``/``allOf`` branches declare; None when a branch
+    is a ``$ref`` (its target may declare anything: no refusal on a guess)."""
+    names: set[str] = set()
+    for key in ("anyOf", "oneOf", "allOf"):
+        branches = obj.get(key)
+        for branch in branches if isinstance(branches, list) else ():
+            if not isinstance(branch, dict):
+                continue
+            if "$ref" in branch:
+                return None
+            props = branch.get("properties")
+            if isinstance(props, dict):
+                names |= set(props)
+    return names
+
+
 def required_undeclared(obj: Mapping[str, Any]) -> list[str]:
     props, required = obj.get("properties", {}), obj.get("required", [])
     if not (_closed_object(obj) and isinstance(props, dict) and isinstance(required, list)):
         return []
-    return ["required"] if any(name not in props for name in required) else []
+    missing = {name for name in required if isinstance(name, str) and name not in props}
+    if not missing:
+        return []
+    in_branches = _branch_properties(obj)
+    if in_branches is None or missing <= in_branches:
+        return []
+    return ["required"]
+
+
+def undeclared_required(obj: Mapping[str, Any]) -> list[str]:
+    """The required names ``properties`` does not declare (for the lowering)."""
+    props, required = obj.get("properties", {}), obj.get("required", [])
+    if not isinstance(props, dict) or not isinstance(required, list):
+        return []
+    return [n for n in dict.fromkeys(required) if isinstance(n, str) and n not in props]
 
 
 # Regex features XGrammar 0.2.8's regex converter refuses ("... is not supported yet"), and
 # the one it silently skips (lookahead). Patterns are ECMA-262; these match outside classes.
 _REGEX_REFUSED = re.compile(
-    r"\\[1-9]|\\k<|\\[bB]|\\[pP]\{|\(\?<[=!]|\(\?>",
+    # backreference, \b, \p{...}, lookbehind, atomic group, group modifiers ((?i:...)),
+    # an empty class (blanked to "[]" below only when it is empty), a NUL character
+    r"\\[1-9]|\\k<|\\[bB]|\\[pP]\{|\(\?<[=!]|\(\?>|\(\?[a-zA-Z-]+[:)]|\[\]|\x00",
 )
 _REGEX_SKIPPED = re.compile(r"\(\?[=!]")
 _ESCAPE_OR_CLASS = re.compile(r"\\.|\[(?:\\.|[^\]\\])*\]", re.DOTALL)
@@ -173,7 +268,15 @@ _ESCAPE_OR_CLASS = re.compile(r"\\.|\[(?:\\.|[^\]\\])*\]", re.DOTALL)
 def _outside_classes(pattern: str) -> str:
     """``pattern`` with character classes blanked and escapes kept, so ``[\\b]`` (backspace)
     and ``[(?=]`` are not read as the features above."""
-    return _ESCAPE_OR_CLASS.sub(lambda m: m.group() if m.group()[0] == "\\" else "[]", pattern)
+    return _ESCAPE_OR_CLASS.sub(_blank, pattern)
+
+
+def _blank(match: re.Match[str]) -> str:
+    text = match.group()
+    if text[0] == "\\":
+        return text
+    # an empty class stays "[]" (refused); any other class becomes a placeholder
+    return "[]" if text == "[]" else "[x]" + ("\x00" if "\x00" in text else "")
 
 
 def _patterns(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -235,6 +338,13 @@ _SHAPES: Final = {
     "object": ("properties", "additionalProperties", "patternProperties"),
     "array": ("items", "prefixItems"),
 }
+
+
+def shape_types(obj: Mapping[str, Any]) -> frozenset[str] | None:
+    """The type XGrammar gives a schema without ``type`` from its keywords (``properties``:
+    an object, ``prefixItems``: an array), or None."""
+    shape = frozenset(kind for kind, keys in _SHAPES.items() if any(k in obj for k in keys))
+    return shape or None
 
 
 def untyped_assertions(obj: Mapping[str, Any]) -> list[str]:
@@ -304,3 +414,31 @@ def _discriminated(branches: list[Any]) -> bool:
 def overlapping_one_of(obj: Mapping[str, Any]) -> list[str]:
     branches = obj.get("oneOf")
     return ["oneOf"] if isinstance(branches, list) and _overlapping(branches) else []
+
+
+def never(obj: Mapping[str, Any]) -> list[str]:
+    """For rules the walk applies itself (they need the whole document, e.g. a ``$ref``'s
+    target), not by looking at one schema object."""
+    return []
+
+
+# XGrammar 0.2.8's converter picks ONE of these per schema object, in this order, and reads
+# none of its siblings (observed: `{"type": "integer", "minimum": 5, "maximum": 2, "anyOf":
+# [...]}` compiles); only an object without any of them is converted by its `type` keywords.
+XGRAMMAR_DISPATCH: Final = ("$ref", "const", "enum", "anyOf", "oneOf", "allOf")
+_RANK: Final = {"$ref": 0, "const": 1, "enum": 2, "anyOf": 3, "oneOf": 3, "allOf": 4}
+
+
+def xgrammar_reads(obj: Mapping[str, Any], keyword: str) -> bool:
+    """Does XGrammar's converter look at ``keyword`` in ``obj`` at all?"""
+    ranks = [_RANK[k] for k in XGRAMMAR_DISPATCH if k in obj]
+    if not ranks:
+        return True
+    return _RANK.get(keyword, 99) <= min(ranks)
+
+
+def true_in_prefix(obj: Mapping[str, Any]) -> list[str]:
+    """XGrammar 0.2.8 refuses a ``true`` entry in ``prefixItems`` ("prefixItems must be an
+    array of objects or booleans", for ``[true]`` all the same)."""
+    prefix = obj.get("prefixItems")
+    return ["prefixItems"] if isinstance(prefix, list) and any(v is True for v in prefix) else []

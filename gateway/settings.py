@@ -46,6 +46,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.to
 
 Kind = Literal["modal", "openai"]
 FallbackMode = Literal["allow", "deny", "wait"]
+SchemaMode = Literal["lower", "strict"]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
@@ -85,6 +86,10 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     keep_warm: str = "off"
     max_redirects: int | None = None  # default: enough 150 s holds to cover the cold budget
     timeouts: Timeouts = Timeouts()
+    # lower: serve schemas the tier cannot enforce through a lowered schema, checked after;
+    # strict: refuse them (422), as before lowering. X-Schema-Mode overrides per request.
+    schema_mode: SchemaMode = "lower"
+    schema_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 2  # see config/gateway.toml
     # A down tier's first trial after this many seconds, doubling per failed trial up to
     # down_retry_max_s; unset: by kind (gateway.warmthtypes: 5/60 s free probes, 60/900 s Modal)
     down_retry_after_s: Seconds | None = None
@@ -141,6 +146,8 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     timeouts: Timeouts
     max_redirects: int
     spec: TierSpec | None  # None for a tier tiers.toml does not describe
+    schema_mode: SchemaMode = "lower"
+    schema_retries: int = 2  # fresh samples after output breaks a lowered keyword
     down_retry_after_s: float | None = None  # None: the default for the tier's kind
     down_retry_max_s: float | None = None
 
@@ -274,6 +281,8 @@ def load_settings(
             timeouts=entry.timeouts,
             max_redirects=hops,
             spec=spec,
+            schema_mode=entry.schema_mode,
+            schema_retries=entry.schema_retries,
             down_retry_after_s=entry.down_retry_after_s,
             down_retry_max_s=entry.down_retry_max_s,
         )

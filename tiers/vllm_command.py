@@ -22,13 +22,20 @@ import re
 
 from gateway.tierspec import TierSpec
 
-__all__ = ["STRUCTURED_OUTPUTS_BACKEND", "UnpinnedRevision", "check_pinned", "vllm_command"]
+__all__ = [
+    "GENERATION_CONFIG",
+    "STRUCTURED_OUTPUTS_BACKEND",
+    "UnpinnedRevision",
+    "check_pinned",
+    "vllm_command",
+]
 
 # Pinned, never "auto": under auto vLLM picks a backend per request and silently falls back
 # to guidance/outlines for schemas XGrammar rejects, so what constrains a request (and what
 # it accepts) would drift with vLLM releases. With xgrammar pinned, an unsupported schema is
 # a 400 from vLLM, which the gateway maps to a client error.
 STRUCTURED_OUTPUTS_BACKEND = "xgrammar"
+GENERATION_CONFIG = "vllm"  # vLLM's defaults; "auto" (its default) reads the model's file
 
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
@@ -81,6 +88,12 @@ def vllm_command(
         str(spec.max_concurrency),
         "--structured-outputs-config.backend",
         STRUCTURED_OUTPUTS_BACKEND,
+        # vLLM's own sampling defaults, not the model's generation_config.json (Qwen2.5's sets
+        # top_k=20, repetition_penalty=1.05): a request's temperature/top_p then mean what the
+        # gateway and the embedded tier mean by them, and a repetition penalty never pushes a
+        # constrained decoder off a JSON key it must repeat.
+        "--generation-config",
+        GENERATION_CONFIG,
     ]
     if spec.fast_boot:
         # No torch.compile and no CUDA graphs: boots in weights + init time, decodes slower.

@@ -5,18 +5,23 @@ route, hand a Job to the dispatcher, encode."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request
 
 from gateway.dispatch import Outcome
+from gateway.errors import ClientError, OutputInvalid
 from gateway.routing import Choice, choose_tier, parse_fallback_header, parse_timeout_header
 from gateway.runtime import Runtime
+from gateway.schema_check import CheckedSchema
 from gateway.settings import FallbackMode
 
 AnyRequest = Request[Any, Any, Any]
 # The request headers a completion handler reads (ASGI gives names lower-cased, as bytes).
-ROUTING_HEADERS = frozenset({b"x-model-tier", b"x-tier-fallback", b"x-request-timeout"})
+ROUTING_HEADERS = frozenset(
+    {b"x-model-tier", b"x-tier-fallback", b"x-request-timeout", b"x-schema-mode"}
+)
 
 
 class Call:
@@ -94,9 +99,36 @@ def tier_headers(
     if outcome.reason is not None:
         headers.append((b"x-fallback-reason", outcome.reason.encode()))
     if unenforced:
-        # Keywords XGrammar parses but does not enforce: the gateway checked them afterwards.
+        # Keywords the tier did not enforce (XGrammar skips them, or the schema was lowered
+        # without them): the gateway checked them afterwards.
         headers.append((b"x-schema-checked-after", ", ".join(unenforced).encode()))
     return headers
+
+
+def apply_schema_mode(call: Call, runtime: Runtime, tier: str, checked: CheckedSchema) -> None:
+    """``X-Schema-Mode: strict`` (or the tier's ``schema_mode``) refuses a schema that needs
+    lowering with today's 422; ``lower`` (the default) serves it lowered."""
+    value = call.header(b"x-schema-mode")
+    mode = runtime.settings.tiers[tier].schema_mode if value is None else value.strip().lower()
+    if mode not in ("lower", "strict"):
+        raise ClientError(
+            f"X-Schema-Mode must be lower or strict, not {value!r}",
+            errors=[{"path": "header:X-Schema-Mode", "message": "expected lower|strict"}],
+        )
+    if mode == "strict":
+        checked.require_strict()
+
+
+def schema_retry_hooks(runtime: Runtime) -> tuple[
+    Callable[[OutputInvalid], None], Callable[[OutputInvalid], None]
+]:  # fmt: skip
+    """Metrics for outputs that break a keyword checked after generation: each retry, and
+    the break still there at the end (the 502)."""
+    metrics = runtime.metrics
+    return (
+        lambda error: metrics.observe_schema_break(error, final=False),
+        lambda error: metrics.observe_schema_break(error, final=True),
+    )
 
 
 def runtime_of(request: AnyRequest) -> Runtime:

@@ -9,10 +9,19 @@ from typing import Any
 import msgspec
 from litestar.openapi.spec import Operation
 
+from gateway.context_fit import check_fits
 from gateway.decoding import decode_body
 from gateway.dispatch import Job
+from gateway.errors import OutputInvalid
 from gateway.openapi import PROBLEMS, json_body, json_response
-from gateway.routes.common import Answer, Call, route, tier_headers
+from gateway.routes.common import (
+    Answer,
+    Call,
+    apply_schema_mode,
+    route,
+    schema_retry_hooks,
+    tier_headers,
+)
 from gateway.runtime import Runtime
 from gateway.schemas import GenerateRequest, GenerateResponse, Usage
 from gateway.settings import Tier
@@ -25,7 +34,9 @@ SYSTEM_PROMPT = (
 )
 
 
-def upstream_payload(req: GenerateRequest, tier: Tier) -> bytes:
+def upstream_payload(req: GenerateRequest, tier: Tier, tier_schema: Any = None) -> bytes:
+    """The chat request; ``tier_schema``: the lowered schema XGrammar compiles (the model is
+    shown the client's own schema, whose constraints it should still follow)."""
     schema_text = msgspec.json.encode(req.schema).decode()
     return msgspec.json.encode(
         {
@@ -39,7 +50,11 @@ def upstream_payload(req: GenerateRequest, tier: Tier) -> bytes:
             "top_p": req.top_p,
             "response_format": {
                 "type": "json_schema",
-                "json_schema": {"name": "output", "schema": req.schema, "strict": True},
+                "json_schema": {
+                    "name": "output",
+                    "schema": req.schema if tier_schema is None else tier_schema,
+                    "strict": True,
+                },
             },
         }
     )
@@ -50,21 +65,32 @@ async def generate(runtime: Runtime, call: Call) -> Answer:
     req = decode_body(call.body, GenerateRequest)
     checked = runtime.checker.check(req.schema)  # preflight: before any tier is chosen
     choice, mode, timeout = route(call, runtime, model=None)
+    apply_schema_mode(call, runtime, choice.tier, checked)
+    shown = len(req.prompt.encode()) + len(SYSTEM_PROMPT) + len(msgspec.json.encode(req.schema))
+    check_fits(runtime.settings.tiers[choice.tier], text_bytes=shown, max_tokens=req.max_tokens)
+    on_retry, on_final = schema_retry_hooks(runtime)
 
     def check(reply: TierReply) -> Any:
         choice0 = reply.completion.choices[0]
         return checked.validate_output(choice0.message.content or "", choice0.finish_reason)
 
-    outcome = await runtime.dispatcher.serve(
-        Job(
-            requested=choice.tier,
-            mode=mode,
-            client_timeout_s=timeout,
-            payload=lambda tier: upstream_payload(req, tier),
-            check=check,
-            request_id=call.request_id,
+    try:
+        outcome = await runtime.dispatcher.serve(
+            Job(
+                requested=choice.tier,
+                mode=mode,
+                client_timeout_s=timeout,
+                payload=lambda tier: upstream_payload(req, tier, checked.tier_schema),
+                check=check,
+                request_id=call.request_id,
+                retry_on_violation=bool(checked.checked_after),
+                on_retry=on_retry,
+            )
         )
-    )
+    except OutputInvalid as error:
+        if checked.checked_after and error.members.get("reason") == "schema-violation":
+            on_final(error)
+        raise
     completion = outcome.reply.completion
     first = completion.choices[0]
     body = GenerateResponse(
@@ -77,7 +103,7 @@ async def generate(runtime: Runtime, call: Call) -> Answer:
         latency_ms=round(outcome.reply.latency_s * 1000, 2),
     )
     return Answer(
-        msgspec.json.encode(body), tier_headers(call, outcome, started, checked.unenforced)
+        msgspec.json.encode(body), tier_headers(call, outcome, started, checked.checked_after)
     )
 
 

@@ -16,12 +16,23 @@ import msgspec
 from litestar import get
 from litestar.openapi.spec import Operation
 
+from gateway.context_fit import check_fits
 from gateway.decoding import decode_body
 from gateway.dispatch import Job
 from gateway.errors import OutputInvalid
 from gateway.openapi import PROBLEMS, json_body, json_response
-from gateway.routes.common import Answer, AnyRequest, Call, route, runtime_of, tier_headers
+from gateway.routes.common import (
+    Answer,
+    AnyRequest,
+    Call,
+    apply_schema_mode,
+    route,
+    runtime_of,
+    schema_retry_hooks,
+    tier_headers,
+)
 from gateway.runtime import Runtime
+from gateway.schema_check import CheckedSchema
 from gateway.schemas import (
     ChatCompletionRequest,
     JsonObjectFormat,
@@ -59,10 +70,16 @@ async def chat_completions(runtime: Runtime, call: Call) -> Answer:
     req = decode_body(call.body, ChatCompletionRequest)
     unenforced: tuple[str, ...] = ()
     check = None
+    checked: CheckedSchema | None = None
     fmt = req.response_format
     if isinstance(fmt, JsonSchemaFormat) and fmt.json_schema.schema is not None:
         checked = runtime.checker.check(fmt.json_schema.schema)
-        unenforced = checked.unenforced
+        unenforced = checked.checked_after
+        if checked.lowered is not None:  # the tier compiles the lowered schema
+            lowered = msgspec.structs.replace(fmt.json_schema, schema=checked.lowered)
+            req = msgspec.structs.replace(
+                req, response_format=msgspec.structs.replace(fmt, json_schema=lowered)
+            )
 
         def check(reply: TierReply) -> Any:
             first = reply.completion.choices[0]
@@ -71,20 +88,37 @@ async def chat_completions(runtime: Runtime, call: Call) -> Answer:
     elif isinstance(fmt, JsonObjectFormat):
         check = check_json_object
     choice, mode, timeout = route(call, runtime, model=req.model)  # after the preflight
+    if checked is not None:
+        apply_schema_mode(call, runtime, choice.tier, checked)
+    shown = len(msgspec.json.encode(req.messages)) + len(msgspec.json.encode(fmt))
+    check_fits(
+        runtime.settings.tiers[choice.tier],
+        text_bytes=shown,
+        max_tokens=req.max_tokens,
+        fields=("$.messages", "$.response_format"),
+    )
+    on_retry, on_final = schema_retry_hooks(runtime)
 
     def payload(tier: Tier) -> bytes:
         return msgspec.json.encode(msgspec.structs.replace(req, model=tier.model))
 
-    outcome = await runtime.dispatcher.serve(
-        Job(
-            requested=choice.tier,
-            mode=mode,
-            client_timeout_s=timeout,
-            payload=payload,
-            check=check,
-            request_id=call.request_id,
+    try:
+        outcome = await runtime.dispatcher.serve(
+            Job(
+                requested=choice.tier,
+                mode=mode,
+                client_timeout_s=timeout,
+                payload=payload,
+                check=check,
+                request_id=call.request_id,
+                retry_on_violation=bool(unenforced),
+                on_retry=on_retry,
+            )
         )
-    )
+    except OutputInvalid as error:
+        if unenforced and error.members.get("reason") == "schema-violation":
+            on_final(error)
+        raise
     return Answer(outcome.reply.body, tier_headers(call, outcome, started, unenforced))
 
 

@@ -240,7 +240,9 @@ def test_schema_the_tier_cannot_enforce_is_a_422_before_any_upstream_call(
         "type": "object",
         "properties": {"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}},
     }
-    response = client.post("/generate", json={"prompt": "p", "schema": schema})
+    response = client.post(  # strict mode: by default the schema would be served lowered
+        "/generate", json={"prompt": "p", "schema": schema}, headers={"X-Schema-Mode": "strict"}
+    )
     assert response.status_code == 422
     problem = response.json()
     assert problem["type"].endswith("/schema-unsupported")

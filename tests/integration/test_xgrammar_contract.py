@@ -7,8 +7,11 @@ does not depend on the vocabulary, so an empty ``TokenizerInfo`` keeps this fast
 * every rule's ``example`` gets the verdict the rule claims: XGrammar refuses it, or compiles
   it yet lets the rule's ``violating`` instance through (the output the gateway would otherwise
   have handed back), or compiles it and vLLM's own check is what refuses it;
-* for every schema in ``tests/data/schemas``: where XGrammar refuses, the preflight refuses too,
-  and the preflight's verdict is the one the corpus manifest records.
+* every lowered schema (each rule's example, each corpus schema) compiles: what the tier gets
+  after lowering is something it takes;
+* for every schema in ``tests/data/schemas``: where XGrammar refuses, the preflight refuses in
+  strict mode too, and the preflight's verdict (and what it lowered) is the one the corpus
+  manifest records.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway import schema_rules as rules
 from gateway.errors import OutputInvalid, SchemaInvalid, SchemaUnsupported
@@ -86,14 +91,23 @@ def test_overlapping_one_of_is_generated_as_any_of(compiler: Any) -> None:
     assert SchemaChecker().check(schema).unenforced == ("oneOf",)
 
 
-def preflight(schema: Any) -> tuple[str, list[str]]:
-    """The verdict and the keywords it names (refused ones, or those checked afterwards)."""
+@pytest.mark.parametrize("rule", [r for r in rules.REJECT if r.lower], ids=lambda r: r.id)
+def test_every_rules_lowered_example_compiles(compiler: Any, rule: rules.Rule) -> None:
+    lowered = SchemaChecker().check(rule.example).tier_schema
+    compile_like_vllm(compiler, lowered)
+
+
+def preflight(schema: Any) -> tuple[str, dict[str, list[str]]]:
+    """The verdict and the keywords it names (refused ones, or those checked afterwards and
+    those lowered)."""
     try:
-        return "accepted", list(SchemaChecker().check(schema).unenforced)
+        checked = SchemaChecker().check(schema)
     except SchemaUnsupported as exc:
-        return "unsupported", sorted({e["keyword"] for e in exc.members["errors"]})
+        return "unsupported", {"keywords": sorted({e["keyword"] for e in exc.members["errors"]})}
     except SchemaInvalid:
-        return "invalid", []
+        return "invalid", {}
+    named = {"unenforced": list(checked.unenforced), "lowered": list(checked.lowered_keywords)}
+    return "accepted", {k: v for k, v in named.items() if v}
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -105,12 +119,15 @@ def test_corpus_preflight_agrees_with_xgrammar(compiler: Any, name: str) -> None
         xgrammar_refuses = False
     except RuntimeError:
         xgrammar_refuses = True
-    verdict, keywords = preflight(schema)
+    verdict, named = preflight(schema)
     if xgrammar_refuses:
-        assert verdict != "accepted", f"XGrammar refuses {name} but the preflight accepted it"
+        with pytest.raises(SchemaUnsupported):  # strict mode refuses what the tier refuses
+            SchemaChecker().check(schema).require_strict()
+    if verdict == "accepted":  # what the tier gets compiles
+        compile_like_vllm(compiler, SchemaChecker().check(schema).tier_schema)
     assert verdict == expected["expect"]
-    named = "unenforced" if verdict == "accepted" else "keywords"
-    assert keywords == expected.get(named, [])
+    for key in ("unenforced", "lowered", "keywords"):
+        assert named.get(key, []) == expected.get(key, []), key
 
 
 def test_corpus_manifest_covers_every_file() -> None:
@@ -125,3 +142,51 @@ def test_formats_are_shapes_in_xgrammar_and_the_validator_checks_the_rest(compil
     assert admits(compiled, "2026-02-30")  # the calendar is not
     with pytest.raises(OutputInvalid):
         SchemaChecker().check(schema).validate_output('"2026-02-30"', "stop")
+
+
+# --- random schemas: whatever the preflight serves, XGrammar compiles ----------------------
+
+_num = st.one_of(st.integers(-5, 5), st.sampled_from([0.5, 1.5, -2.5]))
+_leaf = st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["integer", "number", "string", "array", "object", "boolean",
+                             "null", ["integer", "null"], ["string", "number"]]),
+    "minimum": _num, "maximum": _num, "exclusiveMinimum": _num, "exclusiveMaximum": _num,
+    "multipleOf": st.sampled_from([2, 0.5]), "minLength": st.integers(0, 4),
+    "maxLength": st.integers(0, 4),
+    "pattern": st.sampled_from(["^a+$", "^[a-z]*$", "a]", "^x", "^(?!a)b$"]),
+    "format": st.sampled_from(["date", "regex", "email", "int32"]),
+    "enum": st.sampled_from([[1, 2], ["a"], [None]]), "const": st.sampled_from([1, "a"]),
+    "minItems": st.integers(0, 3), "maxItems": st.integers(0, 3), "uniqueItems": st.booleans(),
+    "minProperties": st.integers(0, 3), "maxProperties": st.integers(0, 3),
+    "required": st.sampled_from([["a"], ["a", "b"], ["z"]]),
+})  # fmt: skip
+
+
+def _nested(inner: Any) -> Any:
+    sub = inner | st.booleans()
+    return _leaf.flatmap(lambda d: st.fixed_dictionaries({k: st.just(v) for k, v in d.items()},
+        optional={
+            "properties": st.dictionaries(st.sampled_from(["a", "b", "c"]), sub, max_size=3),
+            "patternProperties": st.dictionaries(st.sampled_from(["^x", "^y"]), inner, max_size=2),
+            "additionalProperties": sub, "items": sub, "prefixItems": st.lists(sub, max_size=3),
+            "anyOf": st.lists(sub, min_size=1, max_size=3),
+            "oneOf": st.lists(inner, min_size=1, max_size=3),
+            "allOf": st.lists(sub, min_size=1, max_size=3), "contains": inner,
+            "propertyNames": sub, "not": inner, "$ref": st.sampled_from(["#/$defs/d", "#"]),
+        }))  # fmt: skip
+
+
+random_schemas = st.recursive(_leaf, _nested, max_leaves=8).map(
+    lambda s: {**s, "$defs": {"d": {"type": "integer", "minimum": 1}}}
+)
+
+
+@settings(max_examples=400, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(schema=random_schemas)
+def test_every_schema_the_preflight_serves_compiles(compiler: Any, schema: Any) -> None:
+    try:
+        checked = SchemaChecker().check(schema)
+    except (SchemaInvalid, SchemaUnsupported):
+        return
+    compile_like_vllm(compiler, checked.tier_schema)

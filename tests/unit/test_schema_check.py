@@ -21,21 +21,46 @@ def checker() -> SchemaChecker:
 
 
 def faults(checker: SchemaChecker, schema: Any) -> list[tuple[str, str]]:
+    """The 422's faults in strict mode (``X-Schema-Mode: strict``): refused outright, or
+    refused because serving it needs lowering."""
     with pytest.raises(SchemaUnsupported) as caught:
-        checker.check(schema)
+        checker.check(schema).require_strict()
     assert caught.value.status == 422
     return [(e["path"], e["keyword"]) for e in caught.value.members["errors"]]
 
 
+def refused(checker: SchemaChecker, schema: Any) -> list[tuple[str, str]]:
+    """The 422's faults by default (lowering on): only what no lowering serves."""
+    with pytest.raises(SchemaUnsupported) as caught:
+        checker.check(schema)
+    return [(e["path"], e["keyword"]) for e in caught.value.members["errors"]]
+
+
 @pytest.mark.parametrize("rule", rules.REJECT, ids=lambda r: r.id)
-def test_every_rejecting_rule_rejects_its_own_example(
+def test_every_rejecting_rule_refuses_its_own_example_in_strict_mode(
     checker: SchemaChecker, rule: rules.Rule
 ) -> None:
     with pytest.raises(SchemaUnsupported) as caught:
-        checker.check(rule.example)
+        checker.check(rule.example).require_strict()
     errors = caught.value.members["errors"]
     assert any(e["source"] == rule.source and e["message"] == rule.message for e in errors)
     assert all(e["path"].startswith("$") and e["keyword"] for e in errors)
+
+
+@pytest.mark.parametrize("rule", rules.REJECT, ids=lambda r: r.id)
+def test_a_rule_with_a_lowering_serves_its_example_and_one_without_refuses(
+    checker: SchemaChecker, rule: rules.Rule
+) -> None:
+    if rule.lower is None:
+        with pytest.raises(SchemaUnsupported):
+            checker.check(rule.example)
+        return
+    checked = checker.check(rule.example)
+    assert rule.id in {f.rule for f in checked.lowered_at}
+    assert checked.tier_schema != rule.example
+    # the lowered schema trips no rule: the tier gets it as it is
+    again = SchemaChecker().check(checked.tier_schema)
+    assert again.lowered_at == ()
 
 
 @pytest.mark.parametrize("rule", rules.UNENFORCED, ids=lambda r: r.id)
@@ -44,7 +69,7 @@ def test_every_unenforced_rule_accepts_and_flags_its_example(
 ) -> None:
     checked = checker.check(rule.example)
     assert [f for f in checked.unenforced_at if f.message == rule.message]
-    assert set(rule.find(rule.example)) <= set(checked.unenforced)
+    assert set(rule.found(rule.example)) <= set(checked.unenforced)
 
 
 REJECTED: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
@@ -152,7 +177,11 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("minItems with items", {"type": "array", "items": {"type": "integer"}, "minItems": 2}),
     ("enum and const", {"enum": ["a", 1, None], "default": "a"}),
     ("prefixItems", {"type": "array", "prefixItems": [{"type": "integer"}], "items": False}),
-    ("pattern in a class", {"type": "string", "pattern": "^[\\b(?<=]+$"}),
+    ("pattern in a class", {"type": "string", "pattern": "^[(?<=]+$"}),
+    ("a lone ] in a pattern", {"type": "string", "pattern": "^a]$"}),
+    ("a lone } in a pattern", {"type": "string", "pattern": "^a}$"}),
+    ("a lone } in patternProperties",
+     {"type": "object", "patternProperties": {"^x}": {"type": "integer"}}}),
     ("$ref to the root", {"type": "object", "properties": {"self": {"$ref": "#"}}}),
 ]  # fmt: skip
 
@@ -219,6 +248,7 @@ def test_ref_siblings_are_ignored_by_the_spec_before_2019(checker: SchemaChecker
         ({"$ref": "#/$defs/missing", "$defs": {}}, "$.$ref"),
         ({"properties": {"a": {"$ref": "#/properties/b"}}}, "$.properties.a.$ref"),
         ({"type": "string", "pattern": "(unclosed"}, "$.pattern"),
+        ({"type": "string", "pattern": "a[]"}, "$.pattern"),  # the validator cannot compile []
         ({"patternProperties": {"[z-a]": {}}}, '$.patternProperties["[z-a]"]'),
     ],
 )
@@ -238,7 +268,7 @@ def test_a_non_object_schema_is_invalid(checker: SchemaChecker) -> None:
 
 def test_boolean_schemas(checker: SchemaChecker) -> None:
     assert checker.check(True).unenforced == ()
-    assert faults(checker, False) == [("$", "false")]
+    assert refused(checker, False) == [("$", "false")]
 
 
 def chain(depth: int) -> dict[str, Any]:
@@ -252,7 +282,7 @@ def chain(depth: int) -> dict[str, Any]:
 def test_nesting_limit_is_vllms() -> None:
     checker = SchemaChecker()
     checker.check(chain(rules.MAX_NESTING))
-    assert faults(checker, chain(rules.MAX_NESTING + 1)) == [
+    assert refused(checker, chain(rules.MAX_NESTING + 1)) == [
         ("$" + ".not" * rules.MAX_NESTING, "nesting")
     ]
 
@@ -289,10 +319,10 @@ def test_clear_forgets_every_verdict(checker: SchemaChecker) -> None:
 
 
 def test_rejections_are_cached_and_raised_afresh(checker: SchemaChecker) -> None:
-    schema = {"type": "array", "uniqueItems": True}
-    first = faults(checker, schema)
+    schema = {"type": "string", "pattern": "(a)\\1"}
+    first = refused(checker, schema)
     assert len(checker) == 1
-    assert faults(checker, schema) == first
+    assert refused(checker, schema) == first
 
 
 def test_cache_size_must_be_positive() -> None:
@@ -302,9 +332,157 @@ def test_cache_size_must_be_positive() -> None:
 
 def test_problem_body_carries_every_error(checker: SchemaChecker) -> None:
     with pytest.raises(SchemaUnsupported) as caught:
-        checker.check({"type": "array", "uniqueItems": True, "contains": {"const": 1}})
+        checker.check(
+            {"type": "array", "uniqueItems": True, "contains": {"const": 1}}
+        ).require_strict()
     body = caught.value.problem()
     assert body["status"] == 422
     assert body["type"].endswith("/schema-unsupported")
     assert {e["keyword"] for e in body["errors"]} == {"uniqueItems", "contains"}
     assert all(set(e) == {"path", "keyword", "message", "source"} for e in body["errors"])
+
+
+# --- issue 18: the classes of wrong verdicts, each with the issue's own example -------------
+
+FALSE_ACCEPTS: list[tuple[str, Any, str]] = [
+    ("an empty exclusive integer range",
+     {"type": "integer", "exclusiveMinimum": 5, "exclusiveMaximum": 6}, "exclusiveMinimum"),
+    ("an empty exclusive number range",
+     {"type": "number", "exclusiveMinimum": 5, "maximum": 5}, "exclusiveMinimum"),
+    ("more required than maxProperties",
+     {"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a", "b"],
+      "maxProperties": 1}, "required"),
+    ("a false schema reached through $ref", {"$ref": "#/$defs/a", "$defs": {"a": False}},
+     "$ref"),
+    ("a group modifier", {"type": "string", "pattern": "(?i:a)"}, "pattern"),
+    ("a NUL character", {"type": "string", "pattern": "a\x00"}, "pattern"),
+    ("rules at a $ref target outside the schema keywords",
+     {"type": "object", "properties": {"a": {"$ref": "#/foo"}},
+      "foo": {"type": "integer", "minimum": 5, "maximum": 2}}, "minimum"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("schema", "keyword"), [c[1:] for c in FALSE_ACCEPTS], ids=[c[0] for c in FALSE_ACCEPTS]
+)
+def test_what_no_lowering_serves_is_refused_before_the_tier(
+    checker: SchemaChecker, schema: Any, keyword: str
+) -> None:
+    assert keyword in [k for _, k in refused(checker, schema)]
+
+
+LOWERED: list[tuple[str, Any, Any]] = [
+    ("prefixItems longer than maxItems",
+     {"type": "array", "prefixItems": [{"type": "integer"}, {}], "maxItems": 1},
+     {"type": "array", "prefixItems": [{"type": "integer"}], "maxItems": 1}),
+    ("a boolean propertyNames", {"type": "object", "propertyNames": True}, {"type": "object"}),
+    ("a $ref into an array",
+     {"type": "object", "properties": {"a": {"anyOf": [{"type": "integer"}]},
+                                       "b": {"$ref": "#/properties/a/anyOf/0"}}},
+     {"type": "object", "properties": {"a": {"anyOf": [{"type": "integer"}]},
+                                       "b": {"$ref": "#/$defs/lowered0"}},
+      "$defs": {"lowered0": {"type": "integer"}}}),
+    ("-2**63 as a float on an integer", {"type": "integer", "minimum": -9.223372036854776e18},
+     {"type": "integer"}),
+    ("a fractional integer bound", {"type": "integer", "minimum": 0.5, "exclusiveMaximum": 2.5},
+     {"type": "integer", "minimum": 1, "exclusiveMaximum": 3}),
+    ("allOf of $refs merged",
+     {"$defs": {"a": {"type": "object", "properties": {"x": {"type": "integer"}},
+                      "required": ["x"]},
+                "b": {"type": "object", "properties": {"y": {"type": "string"}},
+                      "required": ["y"]}},
+      "allOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/b"}]},
+     {"$defs": {"a": {"type": "object", "properties": {"x": {"type": "integer"}},
+                      "required": ["x"]},
+                "b": {"type": "object", "properties": {"y": {"type": "string"}},
+                      "required": ["y"]}},
+      "type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "string"}},
+      "required": ["x", "y"]}),
+    ("required undeclared is declared",
+     {"type": "object", "properties": {"a": {}}, "required": ["a", "b"]},
+     {"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a", "b"]}),
+    ("patternProperties beside properties folded into additionalProperties",
+     {"type": "object", "properties": {"a": {}}, "patternProperties": {"^x": {"type": "integer"}},
+      "additionalProperties": False},
+     {"type": "object", "properties": {"a": {}}, "additionalProperties": {"type": "integer"}}),
+    ("length beside a repeated-character pattern folds into it",
+     {"type": "string", "pattern": "^a+$", "maxLength": 3},
+     {"type": "string", "pattern": "^a{1,3}$"}),
+    ("length beside another pattern: the pattern stays",
+     {"type": "string", "pattern": "^[A-Z][a-z]+$", "minLength": 2, "maxLength": 6},
+     {"type": "string", "pattern": "^[A-Z][a-z]+$"}),
+    ("no integer in range beside null: integer leaves the type",
+     {"type": ["integer", "null"], "exclusiveMinimum": -2, "exclusiveMaximum": -1},
+     {"type": "null", "exclusiveMinimum": -2, "exclusiveMaximum": -1}),
+    ("vLLM's refusal inside default drops the default",
+     {"type": "object", "default": {"type": "array", "uniqueItems": True}}, {"type": "object"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("schema", "lowered"), [c[1:] for c in LOWERED], ids=[c[0] for c in LOWERED]
+)
+def test_lowered_schemas(checker: SchemaChecker, schema: Any, lowered: Any) -> None:
+    checked = checker.check(schema)
+    assert checked.tier_schema == lowered
+    assert checked.lowered_at
+    assert checked.schema == schema  # the output is validated against the original
+
+
+FALSE_REFUSALS: list[tuple[str, Any]] = [
+    ("required declared in anyOf branches",
+     {"type": "object", "properties": {"a": {}}, "required": ["b"],
+      "anyOf": [{"properties": {"b": {}}}]}),
+    ("required declared in oneOf branches",
+     {"type": "object", "required": ["kind"],
+      "oneOf": [{"properties": {"kind": {"const": "a"}}}, {"properties": {"kind": {"const": "b"}}}]}),
+    ("required beside a draft-07 $ref whose target declares it",
+     {"$schema": DRAFT7, "definitions": {"p": {"type": "object", "properties": {"a": {}}}},
+      "type": "object", "$ref": "#/definitions/p", "required": ["a"]}),
+    ("bounds on another type mean nothing", {"type": "string", "minimum": 5, "maximum": 2}),
+    ("bounds beside const are never read by XGrammar",
+     {"type": "integer", "minimum": 5, "maximum": 2, "const": 1}),
+    ("minItems beside anyOf is never read by XGrammar",
+     {"type": "array", "minItems": 1, "anyOf": [{"items": {"type": "integer"}}]}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "schema", [c[1] for c in FALSE_REFUSALS], ids=[c[0] for c in FALSE_REFUSALS]
+)
+def test_what_xgrammar_never_reads_is_not_refused(checker: SchemaChecker, schema: Any) -> None:
+    checked = checker.check(schema)
+    checked.require_strict()  # not even strict mode refuses it
+    assert checked.lowered_at == ()
+
+
+def test_a_non_string_format_inside_data_is_no_crash(checker: SchemaChecker) -> None:
+    checked = checker.check({"const": {"type": "string", "format": {"a": 1}}})
+    assert [f.keyword for f in checked.lowered_at] == ["format"]
+    assert checked.tier_schema == {}
+
+
+def test_nesting_counts_a_dependencies_array() -> None:
+    schema: dict[str, Any] = {"$schema": DRAFT7, "dependencies": {"a": ["b"]}}
+    for _ in range(rules.MAX_NESTING // 2 - 1):
+        schema = {"$schema": DRAFT7, "properties": {"p": schema}}
+    with pytest.raises(SchemaUnsupported) as caught:
+        SchemaChecker().check(schema)
+    assert caught.value.members["errors"][0]["keyword"] == "nesting"
+
+
+def test_every_invalid_schema_error_names_its_keyword(checker: SchemaChecker) -> None:
+    for schema in ({"type": "strng"}, {"type": "string", "pattern": "(x"},
+                   {"$ref": "#/nowhere"}, {"$schema": "https://example.com/x"}):  # fmt: skip
+        with pytest.raises(SchemaInvalid) as caught:
+            checker.check(schema)
+        assert all(e["keyword"] for e in caught.value.members["errors"])
+
+
+def test_a_long_message_keeps_its_reason(checker: SchemaChecker) -> None:
+    schema = {"type": "object", "properties": {"a": {"minimum": {"x": "y" * 1000}}}}
+    with pytest.raises(SchemaInvalid) as caught:
+        checker.check(schema)
+    message = caught.value.members["errors"][0]["message"]
+    assert len(message) <= 300
+    assert message.endswith('is not of type "number"')

@@ -38,6 +38,7 @@ def test_each_tier_serves_its_pinned_model_with_xgrammar(
     assert len(spec.revision) == 40
     assert flag(cmd, "--served-model-name") == served
     assert flag(cmd, "--structured-outputs-config.backend") == "xgrammar"
+    assert flag(cmd, "--generation-config") == "vllm"  # not the model's top_k/rep. penalty
     assert flag(cmd, "--max-model-len") == str(spec.max_model_len)
     assert float(flag(cmd, "--gpu-memory-utilization")) == spec.gpu_memory_utilization
     assert flag(cmd, "--max-num-seqs") == str(spec.max_concurrency)
@@ -125,6 +126,7 @@ def test_vllms_own_parser_accepts_the_command(tier: str, monkeypatch: pytest.Mon
         assert args.model_tag == variant.model or args.model == variant.model
         assert args.revision == variant.revision
         assert args.structured_outputs_config.backend == "xgrammar"
+        assert args.generation_config == "vllm"
         assert args.enforce_eager is variant.fast_boot
         assert args.max_num_seqs == variant.max_concurrency
         if not variant.fast_boot:
