@@ -1,5 +1,8 @@
-"""``POST /generate``: the native contract (prompt + schema -> validated JSON). Served by
-the completion lane (``gateway.lane``); ``DOCS`` is its OpenAPI operation."""
+"""``POST /generate``: the native contract (prompt + schema -> validated JSON).
+
+A lean Litestar handler: it takes the raw body and decodes it with ``gateway.decoding`` (every
+bad field named at once); its OpenAPI operation is described from the Structs
+(``gateway.openapi.documented``)."""
 
 from __future__ import annotations
 
@@ -7,13 +10,12 @@ import time
 from typing import Any
 
 import msgspec
-from litestar.openapi.spec import Operation
+from litestar import Response, post
 
 from gateway.decoding import decode_body
 from gateway.dispatch import Job
-from gateway.openapi import PROBLEMS, json_body, json_response
-from gateway.routes.common import Answer, Call, route, tier_headers
-from gateway.runtime import Runtime
+from gateway.openapi import documented
+from gateway.routes.common import AnyRequest, answer, facts_of, route, runtime_of
 from gateway.schemas import GenerateRequest, GenerateResponse, Usage
 from gateway.settings import Tier
 from gateway.upstream import TierReply
@@ -45,11 +47,20 @@ def upstream_payload(req: GenerateRequest, tier: Tier) -> bytes:
     )
 
 
-async def generate(runtime: Runtime, call: Call) -> Answer:
+@post(
+    "/generate",
+    status_code=200,
+    summary="Generate JSON that satisfies a schema",
+    operation_id="Generate",
+    operation_class=documented(GenerateRequest, GenerateResponse, "Validated output"),
+)
+async def generate(request: AnyRequest) -> Response[bytes]:
     started = time.perf_counter()
-    req = decode_body(call.body, GenerateRequest)
+    runtime = runtime_of(request)
+    facts = facts_of(request)
+    req = decode_body(await request.body(), GenerateRequest)
     checked = runtime.checker.check(req.schema)  # preflight: before any tier is chosen
-    choice, mode, timeout = route(call, runtime, model=None)
+    choice, mode, timeout = route(request, facts, runtime, model=None)
 
     def check(reply: TierReply) -> Any:
         choice0 = reply.completion.choices[0]
@@ -62,7 +73,7 @@ async def generate(runtime: Runtime, call: Call) -> Answer:
             client_timeout_s=timeout,
             payload=lambda tier: upstream_payload(req, tier),
             check=check,
-            request_id=call.request_id,
+            request_id=facts.request_id,
         )
     )
     completion = outcome.reply.completion
@@ -76,14 +87,4 @@ async def generate(runtime: Runtime, call: Call) -> Answer:
         usage=completion.usage or Usage(),
         latency_ms=round(outcome.reply.latency_s * 1000, 2),
     )
-    return Answer(
-        msgspec.json.encode(body), tier_headers(call, outcome, started, checked.unenforced)
-    )
-
-
-DOCS = Operation(
-    summary="Generate JSON that satisfies a schema",
-    operation_id="Generate",
-    request_body=json_body(GenerateRequest),
-    responses={"200": json_response(GenerateResponse, "Validated output"), **PROBLEMS},
-)
+    return answer(msgspec.json.encode(body), facts, outcome, started, checked.unenforced)
