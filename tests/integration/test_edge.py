@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -243,19 +244,28 @@ class SilentTier:
 
 @contextlib.asynccontextmanager
 async def served(app: Litestar) -> AsyncIterator[int]:
-    """``app`` under uvicorn on a loopback port, started and stopped here."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:  # uvicorn has no started event to wait on
-            await asyncio.sleep(0.01)
+    """``app`` under uvicorn on a loopback port, started and stopped here. The socket listens
+    before uvicorn starts, so a client may connect at once: it waits in the backlog."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
-        yield server.servers[0].sockets[0].getsockname()[1]
+        yield listener.getsockname()[1]
     finally:
         server.should_exit = True
         await task
+        listener.close()
+
+
+class LineSeen(logging.Handler):
+    """Sets ``seen`` when the request log line is written (on the event loop's thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.set()
 
 
 @pytest.fixture
@@ -305,15 +315,18 @@ async def test_a_client_that_hangs_up_mid_body_is_logged_without_a_traceback(
     silent_tier: SilentTier, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = create_app(silent_settings(silent_tier))
+    line_seen = LineSeen()
+    logging.getLogger("gateway.request").addHandler(line_seen)
     with caplog.at_level(logging.INFO):
         async with served(app) as port:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(request_bytes("/generate", b'{"prompt": ', declared=1000))
             await writer.drain()
             writer.close()
-            async with asyncio.timeout(5):
-                while not [r for r in caplog.records if r.name == "gateway.request"]:
-                    await asyncio.sleep(0.01)  # the server notices the hang-up on its own time
+            try:
+                await asyncio.wait_for(line_seen.seen.wait(), 5)
+            finally:
+                logging.getLogger("gateway.request").removeHandler(line_seen)
     (line,) = [r for r in caplog.records if r.name == "gateway.request"]
     assert line.__dict__["status"] == 499
     assert not silent_tier.posted.is_set()
