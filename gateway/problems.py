@@ -90,11 +90,14 @@ def gateway_error_handler(request: Request[Any, Any, Any], exc: GatewayError) ->
 def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     headers = dict(exc.headers or {})
     facts = _facts(request, headers)
+    limit = None
     detail = exc.detail
-    if exc.status_code == 413:
+    if exc.status_code == 413:  # Litestar's request_max_body_size: say what the limit is
         limit = request.route_handler.resolve_request_max_body_size()
         detail = f"the body is over the limit of {limit} bytes"
     body = http_problem(exc.status_code, detail, request.url.path)
+    if limit is not None:
+        body["limit"] = limit
     body["request_id"] = facts.request_id
     facts.problem = body["type"].removeprefix(PROBLEM_BASE)
     return problem_response(body, headers)

@@ -51,7 +51,9 @@ def test_a_chunked_body_over_the_limit_is_a_413(client: TestClient[Any]) -> None
         response = client.post(path, content=chunks())
         assert response.status_code == 413
         assert response.headers["content-type"] == PROBLEM
-        assert response.json()["type"].endswith("/payload-too-large")
+        problem = response.json()
+        assert problem["type"].endswith("/payload-too-large")
+        assert problem["limit"] == 1_048_576  # config/gateway.toml: max_body_bytes
         assert len(response.headers["x-request-id"]) == 32
 
 
