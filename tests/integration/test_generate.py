@@ -246,6 +246,7 @@ def test_client_may_not_lengthen_the_deadline(
     assert response.json()["budget_s"] == 120.0
 
 
+@pytest.mark.uncalled_routes
 def test_the_budget_bounds_the_whole_exchange(
     client: TestClient[Any], router: respx.MockRouter
 ) -> None:
