@@ -81,12 +81,18 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     keep_warm: str = "off"
     max_redirects: int | None = None  # default: enough 150 s holds to cover the cold budget
     timeouts: Timeouts = Timeouts()
+    # A down tier's first trial after this many seconds, doubling per failed trial up to
+    # down_retry_max_s; unset: by kind (gateway.warmthtypes: 5/60 s free probes, 60/900 s Modal)
+    down_retry_after_s: Seconds | None = None
+    down_retry_max_s: Seconds | None = None
 
 
 class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     default_tier: str = "dev"
     tiers_file: str = "tiers.toml"
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    # a tier's answer: a chat completion is kilobytes; the cap stops a runaway or hostile tier
+    max_answer_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024 * 1024
     warmth_db: str = ""  # shared warmth store (SQLite file); "" = in memory, one worker
     state: str = ""  # "redis://host:port/db": warmth shared by replicas; "" = warmth_db
     state_prefix: str = "tier-gateway"  # Redis keys are <prefix>:tier:<name>
@@ -111,6 +117,8 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     timeouts: Timeouts
     max_redirects: int
     spec: TierSpec | None  # None for a tier tiers.toml does not describe
+    down_retry_after_s: float | None = None  # None: the default for the tier's kind
+    down_retry_max_s: float | None = None
 
     @property
     def configured(self) -> bool:
@@ -131,6 +139,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     default_tier: str
     max_body_bytes: int
     tiers: dict[str, Tier]
+    max_answer_bytes: int = 64 * 1024 * 1024
     local_tier: Literal["auto", "off"] = "auto"
     warmth_db: str = ""
     state: Secret | None = None  # a Redis URL (it may hold a password); None = warmth_db
@@ -238,6 +247,8 @@ def load_settings(
             timeouts=entry.timeouts,
             max_redirects=hops,
             spec=spec,
+            down_retry_after_s=entry.down_retry_after_s,
+            down_retry_max_s=entry.down_retry_max_s,
         )
     if file.default_tier not in tiers:
         raise SettingsError(f"{path}: default_tier: no tier named {file.default_tier!r}")
@@ -263,6 +274,7 @@ def load_settings(
         env=gateway_env,  # type: ignore[arg-type]  # checked by _choice above
         default_tier=file.default_tier,
         max_body_bytes=file.max_body_bytes,
+        max_answer_bytes=file.max_answer_bytes,
         tiers=tiers,
         local_tier=local_mode,  # type: ignore[arg-type]
         warmth_db=env.get(WARMTH_DB_ENV) or file.warmth_db,
