@@ -1,10 +1,11 @@
-"""The one place that renders errors: RFC 9457 ``application/problem+json``.
+"""The one place that renders errors: RFC 9457 ``application/problem+json``, registered as
+Litestar's exception handlers for every route.
 
-Two callers, one rendering: the completion lane (``gateway.lane``) turns an exception into
-``(status, headers, body)`` with ``render``/``render_internal``, and Litestar's exception
-handlers (registered for the other routes) wrap the same bodies in a ``Response``. Anything
-unexpected becomes a 500 problem with no traceback and no message text, while the traceback
-goes to the log.
+A ``GatewayError`` is rendered from its class (status, type, members); Litestar's own HTTP
+exceptions (404, 405 with ``Allow``, 413 from ``request_max_body_size``) get the same shape.
+Anything unexpected becomes a 500 problem with no traceback and no message text, while the
+traceback goes to the log. Each handler also records the problem's type in the request's
+facts (``gateway.observability``) for the metric and the log line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from gateway.errors import PROBLEM_BASE, GatewayError
+from gateway.observability import FACTS, RequestFacts, facts_in
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("gateway.errors")
@@ -57,10 +59,6 @@ def http_problem(status: int, detail: str | None, path: str) -> dict[str, Any]:
     }
 
 
-def log_internal(method: str, path: str, exc: BaseException) -> None:
-    log.error("unhandled error on %s %s", method, path, exc_info=exc)
-
-
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(
         content=msgspec.json.encode(body),
@@ -70,20 +68,57 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
     )
 
 
+def _facts(request: Request[Any, Any, Any], headers: dict[str, str]) -> RequestFacts:
+    """The request's facts. Where no route middleware ran (Litestar's router answers 404 and
+    405 itself), the problem carries the request id on its own."""
+    stamped = FACTS in request.scope.get("state", {})
+    facts = facts_in(request.scope)
+    if not stamped:
+        headers["x-request-id"] = facts.request_id
+    return facts
+
+
 def gateway_error_handler(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
-    request_id = request.scope.get("state", {}).get("request_id")
-    return problem_response(gateway_problem(exc, request.url.path, request_id), exc.headers)
+    headers = dict(exc.headers)
+    facts = _facts(request, headers)
+    facts.problem = exc.slug
+    if facts.tier_requested is not None:
+        headers["x-model-tier-requested"] = facts.tier_requested
+    return problem_response(gateway_problem(exc, request.url.path, facts.request_id), headers)
 
 
 def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    body = http_problem(exc.status_code, exc.detail, request.url.path)
-    return problem_response(body, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    facts = _facts(request, headers)
+    limit = None
+    detail = exc.detail
+    if exc.status_code == 413:  # Litestar's request_max_body_size: say what the limit is
+        limit = request.route_handler.resolve_request_max_body_size()
+        detail = f"the body is over the limit of {limit} bytes"
+    body = http_problem(exc.status_code, detail, request.url.path)
+    if limit is not None:
+        body["limit"] = limit
+    body["request_id"] = facts.request_id
+    facts.problem = body["type"].removeprefix(PROBLEM_BASE)
+    return problem_response(body, headers)
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """A bug: log it with its traceback, answer without either (RFC 9457, status 500)."""
-    log_internal(request.method, request.url.path, exc)
-    return problem_response(internal_problem(request.url.path))
+    """A bug: log it with its traceback, answer without either (RFC 9457, status 500).
+
+    Litestar's own 500s are not bugs of ours: it raised them on purpose and said why (a client
+    that hung up mid-body is "client disconnected prematurely"); they are logged without a
+    traceback."""
+    if isinstance(exc, HTTPException):
+        log.warning("%s on %s %s", exc.detail, request.method, request.url.path)
+        return http_exception_handler(request, exc)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    headers: dict[str, str] = {}
+    facts = _facts(request, headers)
+    facts.problem = "internal"
+    body = internal_problem(request.url.path)
+    body["request_id"] = facts.request_id
+    return problem_response(body, headers)
 
 
 EXCEPTION_HANDLERS: Any = {

@@ -70,13 +70,25 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "uncalled_routes: the test sets up tier routes to show they are not called (or that "
+        "hang), so the router does not check that every route was called",
+    )
+
+
 @pytest.fixture
-def router() -> Iterator[respx.MockRouter]:
-    # Used only through create_app's transport seam: nothing is patched globally. The dev
-    # tier (kind openai) is probed at start-up, as a real vLLM's /health would answer.
-    mock = respx.MockRouter(assert_all_called=False)
+def router(request: pytest.FixtureRequest) -> Iterator[respx.MockRouter]:
+    # Used only through create_app's transport seam: nothing is patched globally, so respx's
+    # own check (on leaving its context) never runs; it is run here, after the test: a route
+    # a test set up and nobody called means the test did not go where it thinks it went.
+    # The dev tier (kind openai) is probed at start-up, as a real vLLM's /health would answer.
+    mock = respx.MockRouter(assert_all_called=True)
     mock.get(DEV_URL + "/health", name="dev-health").respond(200)
-    return mock
+    yield mock
+    if request.node.get_closest_marker("uncalled_routes") is None:
+        mock.assert_all_called()
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 The official ``openai`` client works unchanged: point ``base_url`` at the gateway and name a
 tier (``dev``, ``prod``) or a tier's model as ``model``. A ``json_schema`` response format is
 preflighted and the answer validated exactly as on ``/generate``; the tier's JSON is then
-forwarded as it came, so nothing is re-encoded on the hot path. The completion is served by
-the completion lane (``gateway.lane``); ``/v1/models`` by Litestar.
+forwarded as it came, so nothing is re-encoded on the hot path. Like ``/generate``, the
+completion handler takes the raw body and decodes it with ``gateway.decoding``.
 """
 
 from __future__ import annotations
@@ -13,25 +13,22 @@ import time
 from typing import Any
 
 import msgspec
-from litestar import get
-from litestar.openapi.spec import Operation
+from litestar import Response, get, post
 
 from gateway.context_fit import check_fits
 from gateway.decoding import decode_body
 from gateway.dispatch import Job
 from gateway.errors import OutputInvalid
-from gateway.openapi import PROBLEMS, json_body, json_response
+from gateway.openapi import documented
 from gateway.routes.common import (
-    Answer,
     AnyRequest,
-    Call,
+    answer,
     apply_schema_mode,
+    facts_of,
     route,
     runtime_of,
     schema_retry_hooks,
-    tier_headers,
 )
-from gateway.runtime import Runtime
 from gateway.schema_check import CheckedSchema
 from gateway.schemas import (
     ChatCompletionRequest,
@@ -65,9 +62,20 @@ def check_json_object(reply: TierReply) -> Any:
     return value
 
 
-async def chat_completions(runtime: Runtime, call: Call) -> Answer:
+@post(
+    "/v1/chat/completions",
+    status_code=200,
+    summary="OpenAI-compatible chat completion (non-streaming)",
+    operation_id="ChatCompletions",
+    operation_class=documented(
+        ChatCompletionRequest, None, "The tier's chat.completion, as it came"
+    ),
+)
+async def chat_completions(request: AnyRequest) -> Response[bytes]:
     started = time.perf_counter()
-    req = decode_body(call.body, ChatCompletionRequest)
+    runtime = runtime_of(request)
+    facts = facts_of(request)
+    req = decode_body(await request.body(), ChatCompletionRequest)
     unenforced: tuple[str, ...] = ()
     check = None
     checked: CheckedSchema | None = None
@@ -87,9 +95,9 @@ async def chat_completions(runtime: Runtime, call: Call) -> Answer:
 
     elif isinstance(fmt, JsonObjectFormat):
         check = check_json_object
-    choice, mode, timeout = route(call, runtime, model=req.model)  # after the preflight
+    choice, mode, timeout = route(request, facts, runtime, model=req.model)  # after the preflight
     if checked is not None:
-        apply_schema_mode(call, runtime, choice.tier, checked)
+        apply_schema_mode(request, runtime, choice.tier, checked)
     shown = len(msgspec.json.encode(req.messages)) + len(msgspec.json.encode(fmt))
     check_fits(
         runtime.settings.tiers[choice.tier],
@@ -110,7 +118,7 @@ async def chat_completions(runtime: Runtime, call: Call) -> Answer:
                 client_timeout_s=timeout,
                 payload=payload,
                 check=check,
-                request_id=call.request_id,
+                request_id=facts.request_id,
                 retry_on_violation=bool(unenforced),
                 on_retry=on_retry,
             )
@@ -119,15 +127,7 @@ async def chat_completions(runtime: Runtime, call: Call) -> Answer:
         if unenforced and error.members.get("reason") == "schema-violation":
             on_final(error)
         raise
-    return Answer(outcome.reply.body, tier_headers(call, outcome, started, unenforced))
-
-
-DOCS = Operation(
-    summary="OpenAI-compatible chat completion (non-streaming)",
-    operation_id="ChatCompletions",
-    request_body=json_body(ChatCompletionRequest),
-    responses={"200": json_response(None, "The tier's chat.completion, as it came"), **PROBLEMS},
-)
+    return answer(outcome.reply.body, facts, outcome, started, unenforced)
 
 
 @get("/v1/models", summary="The tiers, as models")
@@ -149,4 +149,4 @@ async def list_models(request: AnyRequest) -> ModelList:
     )
 
 
-HANDLERS = [list_models]
+HANDLERS = [chat_completions, list_models]

@@ -38,8 +38,9 @@ BAD_BODIES = {
 
 
 @pytest.fixture
-def answering(router: respx.MockRouter) -> respx.MockRouter:
+def answering(router: respx.MockRouter, request: pytest.FixtureRequest) -> respx.MockRouter:
     """The dev tier answers every completion (a valid body reaches it)."""
+    request.node.add_marker(pytest.mark.uncalled_routes)  # drawn bodies may all be refused
     router.post(DEV_URL + "/v1/chat/completions").respond(json=completion())
     return router
 

@@ -5,13 +5,8 @@ Real processes, real model (SmolLM2-135M on the CPU), real XGrammar: marked `mod
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +14,7 @@ import httpx
 import jsonschema
 import pytest
 
-from gateway.serving import free_port
+from tests.integration.gateway_process import gateway_process
 
 pytestmark = pytest.mark.model
 
@@ -44,56 +39,26 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[Gateway]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # a kill takes the embedded tier's process with it
-    )
-    url = f"http://127.0.0.1:{port}"
-    gw = Gateway(proc, url)
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        try:
-            gw.early["health"] = httpx.get(url + "/health", timeout=1.0)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                kill_group(proc)
-                pytest.fail(f"gateway did not start: {proc.communicate()[0]}")
-            time.sleep(0.1)
-    # The gateway answers before the model is loaded: the dev tier is still booting.
-    gw.early["status"] = httpx.get(url + "/status", timeout=5.0).json()
-    gw.early["models"] = httpx.get(url + "/v1/models", timeout=5.0).json()
+    # No GATEWAY_* at all: dev is the embedded tier, started by `gateway serve` as its child.
+    with gateway_process({}, local_tier=True, startup_s=STARTUP_S) as (proc, url):
+        gw = Gateway(proc, url)
+        # The gateway answers before the model is loaded: the dev tier is still booting.
+        gw.early["health"] = httpx.get(url + "/health", timeout=1.0)
+        gw.early["status"] = httpx.get(url + "/status", timeout=5.0).json()
+        gw.early["models"] = httpx.get(url + "/v1/models", timeout=5.0).json()
 
-    # A request sent during the cold start follows dev's mode (`wait`): held, then served.
-    def during_boot() -> None:
-        gw.early["generate"] = httpx.post(
-            url + "/generate",
-            json={"prompt": "Invent a fictional city.", "schema": CITY, "max_tokens": 40},
-            timeout=600,
-        )
+        # A request sent during the cold start follows dev's mode (`wait`): held, then served.
+        def during_boot() -> None:
+            gw.early["generate"] = httpx.post(
+                url + "/generate",
+                json={"prompt": "Invent a fictional city.", "schema": CITY, "max_tokens": 40},
+                timeout=600,
+            )
 
-    caller = threading.Thread(target=during_boot)
-    caller.start()
-    caller.join(timeout=600)
-    yield gw
-    proc.send_signal(signal.SIGTERM)
-    try:
-        gw.early["exit"] = proc.wait(timeout=60)
-    finally:
-        kill_group(proc)  # whatever is left: a hung gateway, or its child
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        caller = threading.Thread(target=during_boot)
+        caller.start()
+        caller.join(timeout=600)
+        yield gw
 
 
 def test_the_gateway_answers_while_the_model_loads(gateway: Gateway) -> None:
