@@ -20,17 +20,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 from litestar.types import HTTPScope, Receive, Send
 
 from gateway.errors import GatewayError, PayloadTooLarge
 from gateway.observability import log_request, request_id_from
 from gateway.problems import (
-    PROBLEM_JSON,
     gateway_problem,
     http_problem,
     internal_problem,
     log_internal,
+    render,
 )
 from gateway.routes.common import ROUTING_HEADERS, Answer, Call
 from gateway.runtime import Runtime
@@ -38,7 +37,13 @@ from gateway.runtime import Runtime
 Handler = Callable[[Runtime, Call], Awaitable[Answer]]
 
 _JSON = (b"content-type", b"application/json")
-_PROBLEM = (b"content-type", PROBLEM_JSON.encode())
+
+
+def _rendered(
+    problem: dict[str, Any], path: str, headers: dict[str, str] | None = None
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    body, out = render(problem, path, headers)
+    return int(problem["status"]), [(k.lower().encode(), v.encode()) for k, v in out.items()], body
 
 
 class ClientGone(Exception):
@@ -103,28 +108,27 @@ class Lane:
         path = call.path
         try:
             if scope["method"] != "POST":
-                problem = http_problem(405, f"{path} takes POST", path)
-                return 405, [_PROBLEM, (b"allow", b"POST")], msgspec.json.encode(problem)
+                return _rendered(
+                    http_problem(405, f"{path} takes POST", path), path, {"allow": "POST"}
+                )
             if runtime is None:  # a request before the lifespan ran: servers don't send one
                 problem = http_problem(503, "the gateway is starting", path)
-                return 503, [_PROBLEM, (b"retry-after", b"1")], msgspec.json.encode(problem)
+                return _rendered(problem, path, {"retry-after": "1"})
             call.body = await self._read_body(receive, length)
             answer = await handler(runtime, call)
             return 200, [_JSON, *answer.headers], answer.body
         except GatewayError as exc:
             call.problem = exc.slug
-            headers = [_PROBLEM]
-            headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+            headers = dict(exc.headers)
             if call.tier_requested is not None:
-                headers.append((b"x-model-tier-requested", call.tier_requested.encode()))
-            body = gateway_problem(exc, path, call.request_id)
-            return exc.status, headers, msgspec.json.encode(body)
+                headers["x-model-tier-requested"] = call.tier_requested
+            return _rendered(gateway_problem(exc, path, call.request_id), path, headers)
         except ClientGone:
             raise
         except Exception as exc:  # noqa: BLE001  a bug: logged with its traceback, answered without it
             log_internal(scope["method"], path, exc)
             call.problem = "internal"
-            return 500, [_PROBLEM], msgspec.json.encode(internal_problem(path))
+            return _rendered(internal_problem(path), path)
 
     async def _read_body(self, receive: Receive, length: bytes | None) -> bytes:
         """The whole body, counted as it arrives (a chunked upload has no length to check)."""

@@ -22,13 +22,25 @@ import re
 
 from gateway.tierspec import TierSpec
 
-__all__ = ["STRUCTURED_OUTPUTS_BACKEND", "UnpinnedRevision", "check_pinned", "vllm_command"]
+__all__ = [
+    "STRUCTURED_OUTPUTS_BACKEND",
+    "TOOL_CALL_PARSER",
+    "UnpinnedRevision",
+    "check_pinned",
+    "vllm_command",
+]
 
 # Pinned, never "auto": under auto vLLM picks a backend per request and silently falls back
 # to guidance/outlines for schemas XGrammar rejects, so what constrains a request (and what
 # it accepts) would drift with vLLM releases. With xgrammar pinned, an unsupported schema is
 # a 400 from vLLM, which the gateway maps to a client error.
 STRUCTURED_OUTPUTS_BACKEND = "xgrammar"
+
+# Tool calls: `auto` tool choice needs vLLM to pull calls out of the model's text, which takes
+# a parser matched to the model's chat template. Qwen2.5 writes Hermes-style
+# <tool_call>{...}</tool_call> blocks (its chat template says so), hence `hermes`. `required`
+# and a named tool choice need neither flag: vLLM constrains those with the grammar backend.
+TOOL_CALL_PARSER = "hermes"
 
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
@@ -81,6 +93,9 @@ def vllm_command(
         str(spec.max_concurrency),
         "--structured-outputs-config.backend",
         STRUCTURED_OUTPUTS_BACKEND,
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        TOOL_CALL_PARSER,
     ]
     if spec.fast_boot:
         # No torch.compile and no CUDA graphs: boots in weights + init time, decodes slower.

@@ -10,15 +10,18 @@ the completion lane (``gateway.lane``); ``/v1/models`` by Litestar.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from litestar import get
+from litestar.exceptions import NotFoundException
 from litestar.openapi.spec import Operation
+from litestar.params import FromPath
 
 from gateway.decoding import decode_body
 from gateway.dispatch import Job
-from gateway.errors import OutputInvalid
+from gateway.errors import InvalidRequest, OutputInvalid
 from gateway.openapi import PROBLEMS, json_body, json_response
 from gateway.routes.common import Answer, AnyRequest, Call, route, runtime_of, tier_headers
 from gateway.runtime import Runtime
@@ -28,19 +31,20 @@ from gateway.schemas import (
     JsonSchemaFormat,
     ModelCard,
     ModelList,
+    TextPart,
 )
 from gateway.settings import Tier
+from gateway.tool_calls import ToolSet
 from gateway.upstream import TierReply
 
 EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (embedded CPU tier)"
 
 
-def check_json_object(reply: TierReply) -> Any:
-    first = reply.completion.choices[0]
-    if first.finish_reason == "length":
+def json_object_of(text: str, finish_reason: str | None) -> Any:
+    if finish_reason == "length":
         raise OutputInvalid("the output was truncated at max_tokens", reason="truncated", errors=[])
     try:
-        value = msgspec.json.decode(first.message.content or "")
+        value = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise OutputInvalid(
             f"the output is not JSON: {exc}", reason="invalid-json", errors=[]
@@ -54,26 +58,76 @@ def check_json_object(reply: TierReply) -> Any:
     return value
 
 
+def refuse_unreadable_parts(req: ChatCompletionRequest) -> None:
+    """The tiers' models read text only: an image or audio part would be dropped in silence
+    by a text-only chat template, so it is refused by name."""
+    errors = [
+        {
+            "path": f"$.messages[{i}].content[{j}].type",
+            "message": f"content part type {part.__struct_config__.tag!r} is not supported: "
+            "the tiers serve text-only models (send text parts)",
+        }
+        for i, message in enumerate(req.messages)
+        if isinstance(message.content, list)
+        for j, part in enumerate(message.content)
+        if not isinstance(part, TextPart)
+    ]
+    if errors:
+        raise InvalidRequest(
+            f"{errors[0]['message']} ({errors[0]['path']})",
+            param=errors[0]["path"][2:],
+            errors=errors,
+        )
+
+
+OutputCheck = Callable[[str, str | None], Any]  # (content, finish_reason) -> parsed
+
+
+def output_check(
+    req: ChatCompletionRequest, runtime: Runtime
+) -> tuple[Callable[[TierReply], Any] | None, tuple[str, ...]]:
+    """The check of the tier's answer (every choice), and the keywords checked afterwards."""
+    unenforced: tuple[str, ...] = ()
+    content: OutputCheck | None = None
+    fmt = req.response_format
+    if isinstance(fmt, JsonSchemaFormat):
+        checked = runtime.checker.check(fmt.json_schema.schema)
+        unenforced = checked.unenforced
+        content = checked.validate_output
+    elif isinstance(fmt, JsonObjectFormat):
+        content = json_object_of
+    tools = ToolSet.preflight(req.tools, req.tool_choice, runtime.checker)
+    if content is None and tools is None:
+        return None, unenforced
+
+    def check(reply: TierReply) -> Any:
+        outputs = []
+        for choice in reply.completion.choices:
+            calls = tools.check_calls(choice) if tools is not None else None
+            if calls is not None:
+                outputs.append(calls)
+            elif content is not None:
+                outputs.append(content(choice.message.content or "", choice.finish_reason))
+        return outputs[0] if outputs else None
+
+    return check, unenforced
+
+
 async def chat_completions(runtime: Runtime, call: Call) -> Answer:
     started = time.perf_counter()
     req = decode_body(call.body, ChatCompletionRequest)
-    unenforced: tuple[str, ...] = ()
-    check = None
-    fmt = req.response_format
-    if isinstance(fmt, JsonSchemaFormat) and fmt.json_schema.schema is not None:
-        checked = runtime.checker.check(fmt.json_schema.schema)
-        unenforced = checked.unenforced
-
-        def check(reply: TierReply) -> Any:
-            first = reply.completion.choices[0]
-            return checked.validate_output(first.message.content or "", first.finish_reason)
-
-    elif isinstance(fmt, JsonObjectFormat):
-        check = check_json_object
+    if req.stream:
+        raise InvalidRequest(
+            "streaming is not supported yet; omit `stream` or send false",
+            param="stream",
+            errors=[{"path": "$.stream", "message": "streaming is not supported yet"}],
+        )
+    refuse_unreadable_parts(req)
+    check, unenforced = output_check(req, runtime)
     choice, mode, timeout = route(call, runtime, model=req.model)  # after the preflight
 
     def payload(tier: Tier) -> bytes:
-        return msgspec.json.encode(msgspec.structs.replace(req, model=tier.model))
+        return msgspec.json.encode(req.for_tier(tier.model))
 
     outcome = await runtime.dispatcher.serve(
         Job(
@@ -96,23 +150,34 @@ DOCS = Operation(
 )
 
 
-@get("/v1/models", summary="The tiers, as models")
-async def list_models(request: AnyRequest) -> ModelList:
-    settings = runtime_of(request).settings
-    return ModelList(
-        data=[
-            ModelCard(
-                id=tier.name,
-                tier=tier.name,
-                upstream_model=EMBEDDED_MODEL
-                if tier.kind == "local"
-                else (tier.spec.model if tier.spec else tier.model),
-                gpu=tier.spec.gpu if tier.spec and tier.kind != "local" else None,
-                configured=tier.configured,
-            )
-            for tier in settings.tiers.values()
-        ]
+def model_card(tier: Tier) -> ModelCard:
+    return ModelCard(
+        id=tier.name,
+        tier=tier.name,
+        upstream_model=EMBEDDED_MODEL
+        if tier.kind == "local"
+        else (tier.spec.model if tier.spec else tier.model),
+        gpu=tier.spec.gpu if tier.spec and tier.kind != "local" else None,
+        configured=tier.configured,
     )
 
 
-HANDLERS = [list_models]
+@get("/v1/models", summary="The tiers, as models")
+async def list_models(request: AnyRequest) -> ModelList:
+    settings = runtime_of(request).settings
+    return ModelList(data=[model_card(tier) for tier in settings.tiers.values()])
+
+
+@get("/v1/models/{model_id:path}", summary="One tier, as a model")
+async def get_model(request: AnyRequest, model_id: FromPath[str]) -> ModelCard:
+    """By tier name or by the tier's model (``Qwen/Qwen2.5-7B-Instruct``): what ``model``
+    accepts on a completion."""
+    settings = runtime_of(request).settings
+    wanted = model_id.lstrip("/")
+    for tier in settings.tiers.values():
+        if wanted in tier.aliases:
+            return model_card(tier)
+    raise NotFoundException(f"no model {wanted!r}; the tiers are {', '.join(settings.tiers)}")
+
+
+HANDLERS = [list_models, get_model]

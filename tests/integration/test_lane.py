@@ -19,10 +19,11 @@ from gateway.app import create_app
 from gateway.lane import Lane
 from gateway.observability import Metrics
 from gateway.settings import Settings
-from tests.conftest import DEV_URL, PERSON_SCHEMA, completion
+from tests.conftest import DEV_URL, PERSON_SCHEMA, completion, problem_of
 from tests.integration.test_cold_start import metric
 
 PROBLEM = "application/problem+json"
+JSON = "application/json"  # /v1/...: OpenAI's error envelope
 CHAT = "/v1/chat/completions"
 
 
@@ -38,8 +39,8 @@ def test_a_chunked_body_over_the_limit_is_a_413(client: TestClient[Any]) -> None
     for path in ("/generate", CHAT):
         response = client.post(path, content=chunks())
         assert response.status_code == 413
-        assert response.headers["content-type"] == PROBLEM
-        assert response.json()["type"].endswith("/payload-too-large")
+        assert response.headers["content-type"] == (JSON if path == CHAT else PROBLEM)
+        assert problem_of(response)["type"].endswith("/payload-too-large")
 
 
 def test_a_chunked_body_within_the_limit_is_served(
@@ -57,8 +58,8 @@ def test_a_wrong_method_is_a_405_that_says_what_to_use(client: TestClient[Any]) 
         response = client.get(path)
         assert response.status_code == 405
         assert response.headers["allow"] == "POST"
-        assert response.headers["content-type"] == PROBLEM
-        assert response.json()["type"].endswith("/method-not-allowed")
+        assert response.headers["content-type"] == (JSON if path == CHAT else PROBLEM)
+        assert problem_of(response)["type"].endswith("/method-not-allowed")
         assert len(response.headers["x-request-id"]) == 32
 
 

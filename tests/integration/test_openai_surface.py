@@ -10,7 +10,7 @@ import pytest
 import respx
 from litestar.testing import TestClient
 
-from tests.conftest import DEV_URL, PERSON_SCHEMA, PROD_URL, completion
+from tests.conftest import DEV_URL, PERSON_SCHEMA, PROD_URL, completion, problem_of
 
 CHAT = "/v1/chat/completions"
 
@@ -89,7 +89,7 @@ def test_json_object_mode_rejects_non_object_output(
         },
     )
     assert response.status_code == 502
-    assert response.json()["type"].endswith("/output-invalid")
+    assert problem_of(response)["type"].endswith("/output-invalid")
 
 
 def test_plain_text_is_forwarded_untouched(

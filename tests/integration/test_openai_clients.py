@@ -1,0 +1,275 @@
+"""Real OpenAI clients, unchanged, against a real gateway process whose dev tier is a
+stand-in that answers as vLLM does (``openai_standin``): plain, structured, tool calls,
+conversations, and errors the clients can read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pydantic
+import pytest
+
+from tests.conftest import PERSON_SCHEMA
+from tests.integration.openai_standin import StandIn, completion, message, standin_tier
+from tests.integration.test_serve import gateway_process
+
+PERSON_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "record_person",
+        "description": "Record a person",
+        "parameters": PERSON_SCHEMA,
+    },
+}
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[StandIn]:
+    with standin_tier() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(standin: StandIn) -> Iterator[str]:
+    env = {
+        "GATEWAY_TIER_DEV_URL": standin.url,
+        "GATEWAY_TIER_DEV_KIND": "openai",
+        "GATEWAY_ENV": "dev",
+    }
+    with gateway_process(env) as (_, url):
+        yield url
+
+
+@pytest.fixture
+def tier(standin: StandIn) -> StandIn:
+    standin.seen.clear()
+    standin.replies.clear()
+    standin.arguments = {"name": "Ada", "age": 36}
+    return standin
+
+
+@pytest.fixture
+def sdk(gateway: str) -> Iterator[openai.OpenAI]:
+    # The SDK's default of two retries stays on: x-should-retry must stop them where a retry
+    # cannot help.
+    with openai.OpenAI(base_url=gateway + "/v1", api_key="unused") as client:
+        yield client
+
+
+def test_plain_and_structured_with_the_sync_sdk(sdk: openai.OpenAI, tier: StandIn) -> None:
+    plain = sdk.chat.completions.create(model="dev", messages=[{"role": "user", "content": "hi"}])
+    assert plain.choices[0].message.content == "Hello, turn 1."
+    parsed = sdk.chat.completions.parse(
+        model="dev", messages=[{"role": "user", "content": "a person"}], response_format=Person
+    )
+    assert parsed.choices[0].message.parsed == Person(name="Ada", age=36)
+    sent = tier.seen[-1]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["strict"] is True
+
+
+def test_the_async_sdk_creates_and_parses(gateway: str, tier: StandIn) -> None:
+    async def run() -> tuple[str | None, Person | None]:
+        async with openai.AsyncOpenAI(base_url=gateway + "/v1", api_key="unused") as client:
+            plain, parsed = await asyncio.gather(
+                client.chat.completions.create(
+                    model="dev", messages=[{"role": "user", "content": "hi"}]
+                ),
+                client.chat.completions.parse(
+                    model="dev", messages=[{"role": "user", "content": "x"}], response_format=Person
+                ),
+            )
+        return plain.choices[0].message.content, parsed.choices[0].message.parsed
+
+    assert asyncio.run(run()) == ("Hello, turn 1.", Person(name="Ada", age=36))
+
+
+@pytest.mark.parametrize(
+    "tool_choice",
+    ["auto", "required", {"type": "function", "function": {"name": "record_person"}}],
+)
+def test_tool_calls_are_forwarded_and_their_arguments_checked(
+    sdk: openai.OpenAI, tier: StandIn, tool_choice: Any
+) -> None:
+    resp = sdk.chat.completions.create(
+        model="dev",
+        messages=[{"role": "user", "content": "Ada, 36"}],
+        tools=[PERSON_TOOL],  # type: ignore[list-item]
+        tool_choice=tool_choice,
+        parallel_tool_calls=False,
+    )
+    (call,) = resp.choices[0].message.tool_calls or []
+    assert call.function.name == "record_person"  # type: ignore[union-attr]
+    assert Person.model_validate_json(call.function.arguments) == Person(name="Ada", age=36)  # type: ignore[union-attr]
+    sent = tier.seen[-1]
+    assert sent["tools"] == [PERSON_TOOL]
+    assert sent["tool_choice"] == tool_choice and sent["parallel_tool_calls"] is False
+
+
+def test_arguments_breaking_the_tools_schema_are_a_502_not_retried(
+    sdk: openai.OpenAI, tier: StandIn
+) -> None:
+    tier.arguments = {"name": "Ada", "age": -1}
+    with pytest.raises(openai.InternalServerError) as info:
+        sdk.chat.completions.create(
+            model="dev",
+            messages=[{"role": "user", "content": "Ada"}],
+            tools=[PERSON_TOOL],  # type: ignore[list-item]
+            tool_choice="required",
+        )
+    assert info.value.status_code == 502
+    assert "record_person" in info.value.message and "minimum" in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert len(tier.seen) == 1  # the SDK's two retries were not spent on the same answer
+
+
+def test_a_tools_schema_the_tier_cannot_enforce_is_a_422_naming_the_tool(
+    sdk: openai.OpenAI, tier: StandIn
+) -> None:
+    bad = {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}
+    tool = {"type": "function", "function": {"name": "odd", "parameters": bad}}
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        sdk.chat.completions.create(
+            model="dev",
+            messages=[{"role": "user", "content": "x"}],
+            tools=[PERSON_TOOL, tool],  # type: ignore[list-item]
+        )
+    body: Any = info.value.body
+    assert "tool odd" in info.value.message and "uniqueItems" in info.value.message
+    assert body["param"] == "tools[1].function.parameters"
+    assert body["errors"][0]["path"].startswith("$.tools[1].function.parameters")
+    assert tier.seen == []  # refused before any tier was woken
+
+
+@pytest.mark.parametrize("with_tools", [False, True])
+def test_a_conversation_appends_the_sdks_own_messages(
+    sdk: openai.OpenAI, tier: StandIn, with_tools: bool
+) -> None:
+    messages: list[Any] = [{"role": "system", "content": "Be brief."}]
+    extra: dict[str, Any] = {"tools": [PERSON_TOOL]} if with_tools else {}
+    for turn in range(1, 4):
+        messages.append({"role": "user", "content": f"turn {turn}"})
+        resp = sdk.chat.completions.create(model="dev", messages=messages, **extra)
+        reply = resp.choices[0].message
+        messages.append(reply)  # the SDK's object, refusal/audio/annotations and all
+        for call in reply.tool_calls or []:
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": "recorded"})
+    forwarded = tier.seen[-1]["messages"]
+    assert [m["role"] for m in forwarded].count("user") == 3
+    assistant = [m for m in forwarded if m["role"] == "assistant"]
+    assert len(assistant) == 2
+    for m in assistant:
+        # records of the last turn stay at the gateway; what the model needs goes on
+        assert not {"refusal", "annotations", "audio", "reasoning_content"} & set(m)
+        assert ("tool_calls" in m) is with_tools
+    if with_tools:
+        tool_messages = [m for m in forwarded if m["role"] == "tool"]
+        assert tool_messages[0]["tool_call_id"] == assistant[0]["tool_calls"][0]["id"]
+
+
+def test_errors_carry_openais_envelope_and_say_not_to_retry(
+    sdk: openai.OpenAI, tier: StandIn
+) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.chat.completions.create(
+            model="dev",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                    ],
+                }
+            ],
+        )
+    error = info.value
+    assert "'image_url' is not supported" in error.message  # not just "Error code: 400"
+    body: Any = error.body
+    assert body["type"] == "invalid_request_error" and body["code"] == "invalid-request"
+    assert body["param"] == "messages[0].content[1].type"
+    assert error.response.headers["x-should-retry"] == "false"
+    assert tier.seen == []
+
+
+def test_values_the_tier_would_refuse_are_refused_first(sdk: openai.OpenAI, tier: StandIn) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.chat.completions.create(
+            model="dev", messages=[{"role": "user", "content": "x"}], seed=2**64
+        )
+    assert info.value.body["param"] == "seed"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.chat.completions.create(
+            model="dev",
+            messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x"}},  # type: ignore[typeddict-item]
+        )
+    assert "schema" in info.value.message
+    assert tier.seen == []
+
+
+def test_fields_are_forwarded_or_ignored(sdk: openai.OpenAI, tier: StandIn) -> None:
+    sdk.chat.completions.create(
+        model="dev",
+        messages=[{"role": "user", "content": "x"}],
+        logprobs=True,
+        top_logprobs=2,
+        logit_bias={"1000": -100},
+        n=1,
+        stop=["\n\n"],
+        seed=-7,
+        metadata={"team": "a"},
+        store=False,
+        service_tier="auto",
+        user="u-1",
+        reasoning_effort="low",
+    )
+    sent = tier.seen[-1]
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 2
+    assert sent["logit_bias"] == {"1000": -100} and sent["seed"] == -7
+    assert sent["stop"] == ["\n\n"] and sent["n"] == 1
+    assert not {"metadata", "store", "service_tier", "user", "reasoning_effort"} & set(sent)
+
+
+def test_a_refused_field_says_what_to_send_instead(sdk: openai.OpenAI, tier: StandIn) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.chat.completions.create(
+            model="dev",
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"guided_json": PERSON_SCHEMA},
+        )
+    assert "response_format" in info.value.message or "response_format" in str(info.value.body)
+
+
+def test_a_tier_refusal_keeps_the_tiers_reason(sdk: openai.OpenAI, tier: StandIn) -> None:
+    tier.replies.append(
+        (400, {"error": {"message": "too many tokens", "type": "BadRequestError", "code": 400}})
+    )
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.chat.completions.create(model="dev", messages=[{"role": "user", "content": "x"}])
+    assert "too many tokens" in info.value.message
+    assert len(tier.seen) == 1
+
+
+def test_truncated_structured_output_is_not_retried(sdk: openai.OpenAI, tier: StandIn) -> None:
+    tier.replies.append((200, completion(message('{"name": "A'), "dev", "length")))
+    with pytest.raises(openai.InternalServerError) as info:
+        sdk.chat.completions.parse(
+            model="dev", messages=[{"role": "user", "content": "x"}], response_format=Person
+        )
+    assert "truncated" in info.value.message
+    assert len(tier.seen) == 1
+
+
+def test_models_answer_by_id(sdk: openai.OpenAI) -> None:
+    assert sdk.models.retrieve("dev").id == "dev"
+    with pytest.raises(openai.NotFoundError) as info:
+        sdk.models.retrieve("gpt-4o")
+    assert "gpt-4o" in info.value.message
