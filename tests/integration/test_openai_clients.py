@@ -273,3 +273,33 @@ def test_models_answer_by_id(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         sdk.models.retrieve("gpt-4o")
     assert "gpt-4o" in info.value.message
+
+
+def test_pydantic_ai_output_type(gateway: str, tier: StandIn) -> None:
+    # pydantic-ai's default structured output: a `final_result` tool it requires the model to call
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIChatModel(
+        "dev", provider=OpenAIProvider(base_url=gateway + "/v1", api_key="unused")
+    )
+    result = Agent(model, output_type=Person).run_sync("Ada is 36.")
+    assert result.output == Person(name="Ada", age=36)
+    sent = tier.seen[-1]
+    assert sent["tool_choice"] == "required"
+    assert [t["function"]["name"] for t in sent["tools"]] == ["final_result"]
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+def test_langchain_with_structured_output(gateway: str, tier: StandIn, method: str) -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="dev", base_url=gateway + "/v1", api_key="unused")  # type: ignore[arg-type]
+    person = llm.with_structured_output(Person, method=method).invoke("Ada is 36.")  # type: ignore[arg-type]
+    assert person == Person(name="Ada", age=36)
+    sent = tier.seen[-1]
+    if method == "json_schema":
+        assert sent["response_format"]["json_schema"]["name"] == "Person"
+    else:
+        assert sent["tool_choice"]["function"]["name"] == "Person"
