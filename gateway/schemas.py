@@ -111,6 +111,7 @@ class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     annotations: list[Any] | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    parsed: Any = None  # the SDK's own: `.parse()` keeps the parsed model in the message
 
     def forwarded(self) -> Message:
         """The message as the tier gets it: without the returned-only records."""
@@ -121,6 +122,7 @@ class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
             and self.annotations is None
             and self.reasoning_content is None
             and self.reasoning is None
+            and self.parsed is None
             and self.tool_calls != []
         ):
             return self
@@ -132,6 +134,7 @@ class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
             annotations=None,
             reasoning_content=None,
             reasoning=None,
+            parsed=None,
             tool_calls=self.tool_calls or None,  # vLLM sends []; an empty list means none
         )
 

@@ -85,6 +85,12 @@ class ToolSet:
         if not calls:
             if must is None:
                 return None
+            if choice.finish_reason == "length":
+                raise OutputInvalid(
+                    "the tool call was truncated at max_tokens; raise max_tokens",
+                    reason="truncated",
+                    errors=[],
+                )
             wanted = "a tool call" if must == "required" else f"a call of {must}"
             raise OutputInvalid(
                 f"tool_choice asked for {wanted} and the tier answered without one",

@@ -360,7 +360,6 @@ def spec(**body: Any) -> JobSpec:
     ("body", "param"),
     [
         ({"n": 2}, "n"),
-        ({"stream": True}, "stream"),
         ({"temperature": -0.1}, "temperature"),
         ({"top_p": 0}, "top_p"),
         ({"max_tokens": 0}, "max_tokens"),

@@ -281,11 +281,13 @@ def test_pydantic_ai_output_type(gateway: str, tier: StandIn) -> None:
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
-    model = OpenAIChatModel(
-        "dev", provider=OpenAIProvider(base_url=gateway + "/v1", api_key="unused")
-    )
-    result = Agent(model, output_type=Person).run_sync("Ada is 36.")
-    assert result.output == Person(name="Ada", age=36)
+    async def run() -> Person:
+        # our own client, closed after: pydantic-ai's cached one would outlive the test
+        async with openai.AsyncOpenAI(base_url=gateway + "/v1", api_key="unused") as client:
+            model = OpenAIChatModel("dev", provider=OpenAIProvider(openai_client=client))
+            return (await Agent(model, output_type=Person).run("Ada is 36.")).output
+
+    assert asyncio.run(run()) == Person(name="Ada", age=36)
     sent = tier.seen[-1]
     assert sent["tool_choice"] == "required"
     assert [t["function"]["name"] for t in sent["tools"]] == ["final_result"]
@@ -303,3 +305,13 @@ def test_langchain_with_structured_output(gateway: str, tier: StandIn, method: s
         assert sent["response_format"]["json_schema"]["name"] == "Person"
     else:
         assert sent["tool_choice"]["function"]["name"] == "Person"
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")  # the SDK's own
+def test_a_parsed_message_goes_back_too(sdk: openai.OpenAI, tier: StandIn) -> None:
+    messages: list[Any] = [{"role": "user", "content": "a person"}]
+    parsed = sdk.chat.completions.parse(model="dev", messages=messages, response_format=Person)
+    messages += [parsed.choices[0].message, {"role": "user", "content": "another"}]
+    again = sdk.chat.completions.create(model="dev", messages=messages)
+    assert again.choices[0].message.content == "Hello, turn 2."
+    assert "parsed" not in tier.seen[-1]["messages"][1]

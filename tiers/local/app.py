@@ -39,9 +39,11 @@ from tiers.local.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     Choice,
+    FinishReason,
     ModelCard,
     ModelList,
     RequestRejected,
+    ToolCall,
     Usage,
     error_body,
 )
@@ -88,8 +90,10 @@ class LocalTier:
         try:
             prepared = await asyncio.to_thread(engine.prepare, spec.messages, spec.grammar)
         except GrammarError as exc:
+            where = "tools" if spec.tools is not None and spec.tools.mode != "auto" else None
             raise RequestRejected(
-                f"Invalid JSON schema in response_format: {exc}", param="response_format"
+                f"Invalid JSON schema in {where or 'response_format'}: {exc}",
+                param=where or "response_format",
             ) from exc
         except ValueError as exc:  # the chat template refusing the messages
             raise RequestRejected(str(exc), param="messages") from exc
@@ -111,14 +115,7 @@ class LocalTier:
             raise RequestRejected("the local tier is shutting down", status=503) from exc
         return ChatCompletionResponse(
             model=req.model or self.config.model_id,
-            choices=[
-                Choice(
-                    index=0,
-                    message=AssistantMessage(content=done.text),
-                    finish_reason="length" if done.finish_reason == "length" else "stop",
-                    stop_reason=done.stop_reason,
-                )
-            ],
+            choices=[answer_choice(done, spec)],
             usage=Usage(
                 prompt_tokens=done.prompt_tokens,
                 completion_tokens=done.completion_tokens,
@@ -136,6 +133,23 @@ class LocalTier:
             raise
         self.metrics.record(done)
         return done
+
+
+def answer_choice(done: Completion, spec: JobSpec) -> Choice:
+    """The choice as vLLM words it: tool calls pulled out of the text, when tools were on."""
+    finish: FinishReason = "length" if done.finish_reason == "length" else "stop"
+    content: str | None = done.text
+    calls: list[ToolCall] = []
+    if spec.tools is not None and finish != "length":  # a cut call is no call
+        content, calls = spec.tools.calls(done.text)
+        if calls:
+            finish = "tool_calls"
+    return Choice(
+        index=0,
+        message=AssistantMessage(content=content, tool_calls=calls),
+        finish_reason=finish,
+        stop_reason=done.stop_reason,
+    )
 
 
 async def _disconnect(request: Request[Any, Any, Any]) -> None:
