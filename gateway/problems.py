@@ -119,9 +119,10 @@ def log_internal(method: str, path: str, exc: BaseException) -> None:
 
 
 def problem_response(
-    problem: dict[str, Any], path: str, headers: dict[str, str] | None = None
+    problem: dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response[Any]:
-    body, out = render(problem, path, headers)
+    """The problem as a Response, rendered for the path it names (``instance``)."""
+    body, out = render(problem, str(problem.get("instance", "")), headers)
     media_type = out.pop("content-type")
     return Response(
         content=body, status_code=int(problem["status"]), media_type=media_type, headers=out
@@ -130,19 +131,18 @@ def problem_response(
 
 def gateway_error_handler(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
     request_id = request.scope.get("state", {}).get("request_id")
-    path = request.url.path
-    return problem_response(gateway_problem(exc, path, request_id), path, exc.headers)
+    return problem_response(gateway_problem(exc, request.url.path, request_id), exc.headers)
 
 
 def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     body = http_problem(exc.status_code, exc.detail, request.url.path)
-    return problem_response(body, request.url.path, dict(exc.headers or {}))
+    return problem_response(body, dict(exc.headers or {}))
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """A bug: log it with its traceback, answer without either (RFC 9457, status 500)."""
     log_internal(request.method, request.url.path, exc)
-    return problem_response(internal_problem(request.url.path), request.url.path)
+    return problem_response(internal_problem(request.url.path))
 
 
 EXCEPTION_HANDLERS: Any = {
