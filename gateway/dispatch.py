@@ -50,6 +50,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     payload: Callable[[Tier], bytes]  # the upstream body for a given tier
     check: Callable[[TierReply], Any] | None = None  # parse + validate; raises OutputInvalid
     request_id: str | None = None
+    stream: bool = False  # open a stream: served once its first bytes are in (no check here)
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,20 +143,36 @@ class Dispatcher:
         if budget_s <= 0:
             raise TierTimeout(f"no time was left to call tier {name}", tier=name, budget_s=0.0)
         try:
-            reply = await self.clients[name].complete(
-                job.payload(tier), budget_s=budget_s, request_id=job.request_id
-            )
+            if job.stream:
+                reply = await self._open_stream(job, tier, budget_s)
+            else:
+                reply = await self.clients[name].complete(
+                    job.payload(tier), budget_s=budget_s, request_id=job.request_id
+                )
         except (TierUnavailable, TierTimeout, BadUpstreamResponse) as error:
             self.warmth.record_failure(name, error.detail)
             raise
         self.warmth.record_success(name, reply.latency_s)
         try:
-            output = job.check(reply) if job.check is not None else None
+            output = job.check(reply) if job.check is not None and not job.stream else None
         except OutputInvalid as error:
             error.members.setdefault("tier", name)
             raise
         return Outcome(
             reply=reply, output=output, requested=job.requested, served=name, reason=reason
+        )
+
+    async def _open_stream(self, job: Job, tier: Tier, budget_s: float) -> TierReply:
+        """A warm tier owes its first token within ``first_token``; a cold one boots first,
+        within the call's budget. Either way the stream is open (or failed, and may fall
+        back) before the client has a byte."""
+        if (await self.warmth.view(tier.name)).warm:
+            budget_s = min(budget_s, tier.timeouts.first_token)
+        return await self.clients[tier.name].open_stream(
+            job.payload(tier),
+            budget_s=budget_s,
+            idle_s=tier.timeouts.stream_idle,
+            request_id=job.request_id,
         )
 
     async def _refusal(self, plan: Plan) -> TierUnavailable:

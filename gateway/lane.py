@@ -16,8 +16,10 @@ answers a wrong method with 405, counts the request in the metrics and writes it
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from litestar.types import HTTPScope, Receive, Send
@@ -44,6 +46,34 @@ def _rendered(
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     body, out = render(problem, path, headers)
     return int(problem["status"]), [(k.lower().encode(), v.encode()) for k, v in out.items()], body
+
+
+async def _relay(body: AsyncGenerator[bytes], receive: Receive, send: Send) -> None:
+    """Send a stream's pieces as they come. A client that hangs up cancels the stream, whose
+    generator closes the tier's response (so the tier stops generating for nobody)."""
+
+    async def pump() -> None:
+        async for piece in body:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def hung_up() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    pumping = asyncio.ensure_future(pump())
+    gone = asyncio.ensure_future(hung_up())
+    try:
+        await asyncio.wait([pumping, gone], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not pumping.done():
+            pumping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumping
+        await body.aclose()
+    if not pumping.cancelled():
+        pumping.result()
 
 
 class ClientGone(Exception):
@@ -82,6 +112,10 @@ class Lane:
                 runtime, handler, call, scope, receive, length
             )
             headers.append((b"x-request-id", call.request_id.encode()))
+            if not isinstance(body, bytes):  # a stream (SSE): sent as it comes, no length
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await _relay(body, receive, send)
+                return
             headers.append((b"content-length", b"%d" % len(body)))
             start: Any = {"type": "http.response.start", "status": status, "headers": headers}
             await send(start)
@@ -104,7 +138,7 @@ class Lane:
         scope: HTTPScope,
         receive: Receive,
         length: bytes | None,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes | AsyncGenerator[bytes]]:
         path = call.path
         try:
             if scope["method"] != "POST":
@@ -116,6 +150,8 @@ class Lane:
                 return _rendered(problem, path, {"retry-after": "1"})
             call.body = await self._read_body(receive, length)
             answer = await handler(runtime, call)
+            if answer.stream is not None:
+                return 200, answer.headers, answer.stream
             return 200, [_JSON, *answer.headers], answer.body
         except GatewayError as exc:
             call.problem = exc.slug

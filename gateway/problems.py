@@ -114,6 +114,13 @@ def render(
     return body, out
 
 
+def error_event(exc: GatewayError, path: str, request_id: str | None) -> bytes:
+    """A failure after a stream's status line went out: OpenAI's envelope as an SSE event,
+    which the SDKs raise as an ``APIError`` (the facts are those of the problem)."""
+    problem = gateway_problem(exc, path, request_id)
+    return b"data: " + msgspec.json.encode(openai_error(problem)) + b"\n\n"
+
+
 def log_internal(method: str, path: str, exc: BaseException) -> None:
     log.error("unhandled error on %s %s", method, path, exc_info=exc)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -61,12 +62,62 @@ PROBE_TIMEOUT = httpx.Timeout(10.0, connect=5.0)  # a health answer is instant o
 MODAL_PROBE_TIMEOUT = httpx.Timeout(MODAL_HOLD_S + 10.0, connect=10.0)
 UNAVAILABLE_RETRY_S = 5  # Retry-After when a tier refused the connection: a restart, usually
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Streams hold a connection for a whole generation: as many as the tier pool allows.
+STREAM_LIMITS = httpx.Limits(
+    max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0
+)
+EMPTY = ChatCompletion()
+
+
+class TierStream:
+    """A tier's SSE answer, opened: the status was 200 and its first bytes are in.
+
+    ``chunks()`` yields the bytes as they come, the first ones included; a stall past the
+    idle budget is a ``TierTimeout``, a reset or a broken body a ``BadUpstreamResponse``.
+    ``aclose()`` hangs up on the tier, which stops its generation (vLLM aborts a request whose
+    client went away)."""
+
+    def __init__(
+        self, tier: str, response: httpx.Response, first: bytes, rest: AsyncIterator[bytes],
+        idle_s: float,
+    ) -> None:  # fmt: skip
+        self.tier = tier
+        self.first = first
+        self._response = response
+        self._rest = rest
+        self._idle_s = idle_s
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.first:
+            yield self.first
+        name = self.tier
+        while True:
+            try:
+                async with asyncio.timeout(self._idle_s):
+                    chunk = await anext(self._rest, None)
+            except TimeoutError:
+                raise TierTimeout(
+                    f"tier {name} stalled: nothing for {self._idle_s:g} s mid-stream",
+                    tier=name,
+                    budget_s=self._idle_s,
+                ) from None
+            except httpx.HTTPError as exc:
+                raise BadUpstreamResponse(
+                    f"tier {name} broke off the stream ({type(exc).__name__})", tier=name
+                ) from None
+            if chunk is None:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
 
 
 class TierReply(msgspec.Struct, frozen=True, kw_only=True):
     body: bytes  # the tier's JSON, untouched (the OpenAI surface forwards it as is)
     completion: ChatCompletion
     latency_s: float
+    stream: TierStream | None = None  # a streamed answer, opened (body and completion empty)
 
 
 class _UpstreamErrorBody(msgspec.Struct):
@@ -127,10 +178,95 @@ class TierClient:
             RawRequest.to("GET", tier.url + HEALTH_PATH, self._headers) if tier.url else None
         )
         self._transport = transport or default_transport()  # tests inject theirs
+        self._injected = transport
+        self._streaming: httpx.AsyncClient | None = None  # made by the first stream
         self._exchanger = exchanger_for(self._transport)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+        if self._streaming is not None:
+            await self._streaming.aclose()
+
+    async def open_stream(
+        self, payload: bytes, *, budget_s: float, idle_s: float, request_id: str | None = None
+    ) -> TierReply:
+        """POST a streaming chat completion and wait, within ``budget_s`` (the time to first
+        token), for the status and the first bytes; map failures as ``complete`` does.
+
+        Streams go through httpx's own pool, not the buffering HTTP/1.1 client under
+        ``complete``. Redirects are not followed: a Modal tier that answers 303 is still
+        booting, which is a 503 with Retry-After (or a fallback) before any byte went out."""
+        if self._chat is None:
+            raise self._unconfigured()
+        name = self.tier.name
+        if self._streaming is None:
+            self._streaming = httpx.AsyncClient(
+                transport=self._injected or httpx.AsyncHTTPTransport(limits=STREAM_LIMITS),
+                # Reads are timed here (first token, then idle), per stream, not by httpx.
+                timeout=httpx.Timeout(None, connect=self.tier.timeouts.connect),
+            )
+        headers = dict(self._chat.headers)
+        headers["accept"] = "text/event-stream"
+        if request_id:
+            headers["x-request-id"] = request_id
+        started = time.perf_counter()
+        response: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(budget_s):
+                request = self._streaming.build_request(
+                    "POST", self._chat.url, content=payload, headers=headers
+                )
+                response = await self._streaming.send(request, stream=True)
+                if response.status_code != 200:
+                    await response.aread()
+                    raw = RawResponse(
+                        response.status_code, b"", response.headers.raw, response.content
+                    )
+                    if response.status_code in REDIRECTS:
+                        raise TierUnavailable(
+                            f"tier {name} is still booting (it redirected the stream)",
+                            tier=name,
+                            headers={"Retry-After": str(UNAVAILABLE_RETRY_S)},
+                        )
+                    self._raise_for_status(raw)
+                rest = response.aiter_raw()
+                first = b""
+                while not first:  # the first bytes of the body: the tier has begun
+                    chunk = await anext(rest, None)
+                    if chunk is None:
+                        break
+                    first = chunk
+        except TimeoutError:
+            if response is not None:
+                await response.aclose()
+            raise TierTimeout(
+                f"tier {name} sent no first token within {budget_s:g} s",
+                tier=name,
+                budget_s=round(budget_s, 3),
+            ) from None
+        except httpx.ConnectError:
+            raise self._connect_failed() from None
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise self._connect_failed() from None
+            raise TierTimeout(
+                f"tier {name} sent no first token within {budget_s:g} s",
+                tier=name,
+                budget_s=round(budget_s, 3),
+            ) from None
+        except httpx.HTTPError as exc:
+            if response is not None:
+                await response.aclose()
+            raise BadUpstreamResponse(
+                f"tier {name} broke off the exchange ({type(exc).__name__})", tier=name
+            ) from None
+        except GatewayError:
+            if response is not None:
+                await response.aclose()
+            raise
+        stream = TierStream(name, response, first, rest, idle_s)
+        latency = time.perf_counter() - started
+        return TierReply(body=b"", completion=EMPTY, latency_s=latency, stream=stream)
 
     def _unconfigured(self) -> TierUnavailable:
         setting = f"GATEWAY_TIER_{self.tier.name.upper()}_URL"

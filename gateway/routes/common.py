@@ -5,6 +5,7 @@ route, hand a Job to the dispatcher, encode."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from litestar import Request
@@ -52,13 +53,20 @@ class Call:
 
 
 class Answer:
-    """A handler's 200: the JSON body and the headers beside it."""
+    """A handler's 200: the JSON body and the headers beside it, or a stream (SSE: the
+    headers carry its content-type) whose pieces go out as they come."""
 
-    __slots__ = ("body", "headers")
+    __slots__ = ("body", "headers", "stream")
 
-    def __init__(self, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        stream: AsyncGenerator[bytes] | None = None,
+    ) -> None:
         self.body = body
         self.headers = headers
+        self.stream = stream
 
 
 def route(

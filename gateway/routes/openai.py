@@ -34,6 +34,7 @@ from gateway.schemas import (
     TextPart,
 )
 from gateway.settings import Tier
+from gateway.streaming import SSE_HEADERS, StreamRelay
 from gateway.tool_calls import ToolSet
 from gateway.upstream import TierReply
 
@@ -116,11 +117,11 @@ def output_check(
 async def chat_completions(runtime: Runtime, call: Call) -> Answer:
     started = time.perf_counter()
     req = decode_body(call.body, ChatCompletionRequest)
-    if req.stream:
-        raise InvalidRequest(
-            "streaming is not supported yet; omit `stream` or send false",
-            param="stream",
-            errors=[{"path": "$.stream", "message": "streaming is not supported yet"}],
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequest(  # vLLM refuses it too: refused here, before a tier is woken
+            "stream_options is only allowed with stream: true",
+            param="stream_options",
+            errors=[{"path": "$.stream_options", "message": "needs stream: true"}],
         )
     refuse_unreadable_parts(req)
     check, unenforced = output_check(req, runtime)
@@ -137,9 +138,14 @@ async def chat_completions(runtime: Runtime, call: Call) -> Answer:
             payload=payload,
             check=check,
             request_id=call.request_id,
+            stream=bool(req.stream),
         )
     )
-    return Answer(outcome.reply.body, tier_headers(call, outcome, started, unenforced))
+    headers = tier_headers(call, outcome, started, unenforced)
+    if outcome.reply.stream is not None:
+        relay = StreamRelay(outcome.reply.stream, check, path=call.path, request_id=call.request_id)
+        return Answer(b"", [*SSE_HEADERS, *headers], stream=relay.events())
+    return Answer(outcome.reply.body, headers)
 
 
 DOCS = Operation(

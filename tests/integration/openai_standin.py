@@ -10,6 +10,14 @@ What it answers to ``POST /v1/chat/completions``, first match wins:
 3. with a ``response_format``: ``server.content`` (JSON text);
 4. otherwise a line of text that counts the turns it was given.
 
+With ``stream: true`` the same answer goes out as vLLM streams it (SSE chunks: the role, the
+content in pieces or the tool call's name then its arguments in pieces, the finish, usage
+when ``stream_options.include_usage``, ``[DONE]``). ``server.fault`` makes it hostile:
+``"reset"`` (the connection closed after the first pieces), ``"error"`` (vLLM's error event
+mid-way), ``"first_byte_delay"`` (nothing for ``server.delay_s`` before the first byte);
+``server.hold`` makes it wait for the test's go-ahead after the first piece, and
+``server.hangups`` counts streams whose client went away before the end.
+
 Messages carry every member vLLM puts in an assistant message (``refusal``, ``annotations``,
 ``audio``, ``function_call``, ``tool_calls: []``, ``reasoning_content``), so an SDK that
 appends the message it got back sends all of them to the gateway on the next turn.
@@ -18,7 +26,9 @@ appends the message it got back sends all of them to the gateway on the next tur
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +41,12 @@ class StandIn(ThreadingHTTPServer):
     arguments: dict[str, Any]
     replies: list[tuple[int, dict[str, Any]]]
     seen: list[dict[str, Any]]
+    fault: str | None = None
+    delay_s: float = 0.0
+    pieces: int = 4  # content is streamed in this many pieces
+    piece_delay_s: float = 0.0
+    hold: threading.Event | None = None  # set by the test: send the rest
+    hangups: int = 0
 
     @property
     def url(self) -> str:
@@ -105,7 +121,75 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         self.server.seen.append(body)
         status, reply = answer(self.server, body)
-        self._send(status, json.dumps(reply).encode())
+        if status != 200 or not body.get("stream"):
+            self._send(status, json.dumps(reply).encode())
+            return
+        include_usage = (body.get("stream_options") or {}).get("include_usage", False)
+        events = stream_events(reply, self.server.pieces, include_usage)
+        server = self.server
+        if server.fault == "first_byte_delay":
+            time.sleep(server.delay_s)
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for i, event in enumerate(events):
+                if i == 2 and server.fault == "reset":
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if i == 2 and server.fault == "error":
+                    error = {"error": {"message": "CUDA out of memory", "type": "InternalServerError",
+                                       "param": None, "code": 500}}  # fmt: skip
+                    self.wfile.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    return
+                self.wfile.write(event)
+                self.wfile.flush()
+                if i == 1 and server.hold is not None:
+                    server.hold.wait(timeout=10)
+                time.sleep(server.piece_delay_s)
+        except (BrokenPipeError, ConnectionResetError):
+            server.hangups += 1
+
+
+def stream_events(reply: dict[str, Any], pieces: int, include_usage: bool) -> list[bytes]:
+    """A chat.completion as vLLM streams it."""
+    base = {k: reply[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    choice = reply["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        body = base | {"choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                    "finish_reason": finish}]}  # fmt: skip
+        if include_usage:
+            body["usage"] = None
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    for i, call in enumerate(message["tool_calls"]):
+        head = {"index": i, "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}  # fmt: skip
+        events.append(chunk({"tool_calls": [head]}))
+        for part in split(call["function"]["arguments"], pieces):
+            events.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]}))
+    for part in split(message["content"] or "", pieces):
+        events.append(chunk({"content": part}))
+    events.append(chunk({}, choice["finish_reason"]))
+    if include_usage:
+        usage = base | {"choices": [], "usage": reply["usage"]}
+        events.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def split(text: str, pieces: int) -> list[str]:
+    if not text:
+        return []
+    size = max(1, -(-len(text) // pieces))
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 @contextmanager

@@ -5,6 +5,8 @@ conversations, and errors the clients can read."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,6 +55,8 @@ def tier(standin: StandIn) -> StandIn:
     standin.seen.clear()
     standin.replies.clear()
     standin.arguments = {"name": "Ada", "age": 36}
+    standin.fault, standin.hold, standin.hangups = None, None, 0
+    standin.pieces, standin.piece_delay_s, standin.delay_s = 4, 0.0, 0.0
     return standin
 
 
@@ -315,3 +319,151 @@ def test_a_parsed_message_goes_back_too(sdk: openai.OpenAI, tier: StandIn) -> No
     again = sdk.chat.completions.create(model="dev", messages=messages)
     assert again.choices[0].message.content == "Hello, turn 2."
     assert "parsed" not in tier.seen[-1]["messages"][1]
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+
+def test_a_stream_comes_in_pieces_with_usage_and_tier_headers(
+    sdk: openai.OpenAI, tier: StandIn
+) -> None:
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="dev",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert raw.headers["x-model-tier-served"] == "dev"
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    chunks = list(raw.parse())
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert "".join(pieces) == "Hello, turn 1." and len(pieces) == 4  # as the tier sent them
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 15
+    assert tier.seen[-1]["stream"] is True
+    assert tier.seen[-1]["stream_options"] == {"include_usage": True}
+
+
+def test_pieces_go_out_before_the_tier_is_done(sdk: openai.OpenAI, tier: StandIn) -> None:
+    tier.hold = threading.Event()  # the tier sends the rest only once we have the first piece
+    stream = sdk.chat.completions.create(
+        model="dev", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    seen = iter(stream)
+    first = [next(seen), next(seen)]  # the role chunk, then the first piece of content
+    assert first[1].choices[0].delta.content == "Hell"
+    assert not tier.hold.is_set()  # a buffering gateway would still be waiting here
+    tier.hold.set()
+    rest = "".join(c.choices[0].delta.content or "" for c in seen if c.choices)
+    assert rest == "o, turn 1."
+
+
+def test_a_streamed_answer_breaking_the_schema_ends_in_an_error_event(
+    sdk: openai.OpenAI, tier: StandIn
+) -> None:
+    tier.content = '{"name": "Ada", "age": -1}'
+    try:
+        with pytest.raises(openai.APIError) as info:
+            for _ in sdk.chat.completions.create(
+                model="dev",
+                messages=[{"role": "user", "content": "x"}],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "person", "schema": PERSON_SCHEMA},
+                },
+                stream=True,
+            ):
+                pass
+    finally:
+        tier.content = '{"name": "Ada", "age": 36}'
+    assert "does not satisfy the schema" in info.value.message
+    body: Any = info.value.body
+    assert body["code"] == "output-invalid" and body["tier"] == "dev"
+
+
+def test_streamed_tool_call_arguments_are_assembled_and_checked(
+    sdk: openai.OpenAI, tier: StandIn
+) -> None:
+    chunks = list(
+        sdk.chat.completions.create(
+            model="dev",
+            messages=[{"role": "user", "content": "Ada, 36"}],
+            tools=[PERSON_TOOL],  # type: ignore[list-item]
+            tool_choice="required",
+            stream=True,
+        )
+    )
+    parts = [
+        d.function.arguments
+        for c in chunks
+        for d in (c.choices[0].delta.tool_calls or [])
+        if d.function and d.function.arguments
+    ]
+    assert len(parts) > 1 and Person.model_validate_json("".join(parts)) == Person(
+        name="Ada", age=36
+    )
+    tier.arguments = {"name": "Ada"}  # age is required
+    with pytest.raises(openai.APIError) as info:
+        for _ in sdk.chat.completions.create(
+            model="dev",
+            messages=[{"role": "user", "content": "Ada"}],
+            tools=[PERSON_TOOL],  # type: ignore[list-item]
+            tool_choice="required",
+            stream=True,
+        ):
+            pass
+    assert "record_person" in info.value.message
+
+
+@pytest.mark.parametrize(("fault", "words"), [("reset", "ended the stream"), ("error", "CUDA")])
+def test_a_tier_failing_mid_stream_is_an_error_event_not_a_cut(
+    sdk: openai.OpenAI, tier: StandIn, fault: str, words: str
+) -> None:
+    tier.fault = fault
+    stream = iter(
+        sdk.chat.completions.create(
+            model="dev", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
+    assert next(stream).choices[0].delta.role == "assistant"  # the stream had begun
+    with pytest.raises(openai.APIError) as info:
+        list(stream)
+    assert words in info.value.message
+    assert info.value.body["tier"] == "dev"  # type: ignore[index]
+
+
+def test_no_first_token_within_the_budget_is_a_504_before_any_byte(
+    sdk: openai.OpenAI, tier: StandIn
+) -> None:
+    tier.fault, tier.delay_s = "first_byte_delay", 3.0
+    with pytest.raises(openai.APIStatusError) as info:
+        sdk.with_options(max_retries=0).chat.completions.create(
+            model="dev",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            extra_headers={"X-Request-Timeout": "1"},
+        )
+    assert info.value.status_code == 504
+    assert "first token" in info.value.message
+
+
+def test_a_client_hanging_up_stops_the_tiers_stream(sdk: openai.OpenAI, tier: StandIn) -> None:
+    tier.pieces, tier.piece_delay_s = 200, 0.02  # four seconds of pieces
+    stream = sdk.chat.completions.create(
+        model="dev", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    next(iter(stream))
+    stream.close()
+    deadline = time.monotonic() + 10
+    while tier.hangups == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tier.hangups == 1
+
+
+def test_langchain_streams(gateway: str, tier: StandIn) -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="dev", base_url=gateway + "/v1", api_key="unused")  # type: ignore[arg-type]
+    pieces = [str(chunk.content) for chunk in llm.stream("hi")]
+    assert "".join(pieces) == "Hello, turn 1." and len([p for p in pieces if p]) == 4
