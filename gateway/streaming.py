@@ -128,13 +128,15 @@ class StreamRelay:
                 failure = out.feed(chunk, self)
                 if out.ready:
                     yield out.drain()
-                if failure is not None or out.ended:
+                if failure is not None:
                     break
+                # after [DONE], read on to the body's end: the connection goes back to the pool
             else:
-                failure = BadUpstreamResponse(
-                    f"tier {self.stream.tier} ended the stream before [DONE]",
-                    tier=self.stream.tier,
-                )
+                if not out.ended:
+                    failure = BadUpstreamResponse(
+                        f"tier {self.stream.tier} ended the stream before [DONE]",
+                        tier=self.stream.tier,
+                    )
         except GatewayError as error:  # a stall or a reset (TierStream.chunks)
             failure = error
         finally:
