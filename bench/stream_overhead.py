@@ -55,6 +55,13 @@ def chunk(content: str | None, finish: str | None = None) -> bytes:
 ROLE = chunk("")
 PIECE = chunk("tok ")
 FINISH = chunk(None, "stop") + b"data: [DONE]\n\n"
+_MESSAGE = {"role": "assistant", "content": "tok "}
+_USAGE = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+WHOLE = json.dumps(
+    {"id": "b", "object": "chat.completion", "created": 1, "model": "dev", "usage": _USAGE,
+     "choices": [{"index": 0, "message": _MESSAGE, "finish_reason": "stop"}]},
+    separators=(",", ":"),
+).encode()  # fmt: skip
 
 
 async def serve_tier(port: int) -> None:
@@ -75,6 +82,11 @@ async def serve_tier(port: int) -> None:
                     await writer.drain()
                     continue
                 pieces, gap = body.get("max_tokens", 1), body.get("seed", 0) / 1000
+                if not body.get("stream"):  # the non-streamed baseline: one JSON answer
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (len(WHOLE), WHOLE))  # fmt: skip
+                    await writer.drain()
+                    continue
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                              b"transfer-encoding: chunked\r\n\r\n")  # fmt: skip
                 for event in (ROLE, *[PIECE] * pieces, FINISH):
@@ -99,13 +111,14 @@ def run_tier(port: int) -> None:
 
 
 async def one_stream(port: int, pieces: int, gap_ms: int) -> tuple[float, float]:
-    """(seconds to the first content event, seconds to [DONE]) for one request."""
-    body = json.dumps({"model": "dev", "messages": [{"role": "user", "content": "hi"}],
-                       "stream": True, "max_tokens": pieces, "seed": gap_ms}).encode()  # fmt: skip
+    """(seconds to the first content event, seconds to [DONE]) for one request; ``pieces``
+    0: not streamed (seconds to the whole answer, twice)."""
+    ask = {"stream": pieces > 0, "max_tokens": max(pieces, 1), "seed": gap_ms}
+    body = json.dumps({"model": "dev", "messages": [{"role": "user", "content": "hi"}], **ask})
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: "
                b"application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
-               % (len(body), body))  # fmt: skip
+               % (len(body), body.encode()))  # fmt: skip
     started = time.perf_counter()
     writer.write(request)
     seen = b""
@@ -117,7 +130,7 @@ async def one_stream(port: int, pieces: int, gap_ms: int) -> tuple[float, float]
         seen += data
         if first is None and b'"content":"tok' in seen:
             first = time.perf_counter() - started
-        if b"data: [DONE]" in seen:
+        if b"data: [DONE]" in seen or (pieces == 0 and seen.endswith(b"}")):
             break
     done = time.perf_counter() - started
     writer.close()
@@ -134,12 +147,13 @@ def cpu_s(pid: int) -> float:
 async def measure(args: argparse.Namespace, tier: int, gateway: int, gw_pid: int) -> list[str]:
     rows = []
     cases = [
+        ("not streamed (baseline)", 0, 0),
         ("TTFT (1 content chunk)", 1, 0),
         (f"{args.chunks} chunks back to back", args.chunks, 0),
         (f"{args.chunks} chunks, 1 ms apart", args.chunks, 1),
     ]
     for name, pieces, gap in cases:
-        count = args.requests if pieces == 1 else max(10, args.requests // 10)
+        count = args.requests if pieces <= 1 else max(10, args.requests // 10)
         results: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": []}
         cpu = 0.0
         for _ in range(3):  # interleaved rounds
