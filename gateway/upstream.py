@@ -229,13 +229,16 @@ class TierClient:
                             headers={"Retry-After": str(UNAVAILABLE_RETRY_S)},
                         )
                     self._raise_for_status(raw)
-                rest = response.aiter_raw()
-                first = b""
-                while not first:  # the first bytes of the body: the tier has begun
-                    chunk = await anext(rest, None)
-                    if chunk is None:
-                        break
-                    first = chunk
+                if response.is_stream_consumed:  # an in-memory transport read it all (respx)
+                    first, rest = response.content, _no_more()
+                else:
+                    rest = response.aiter_raw()
+                    first = b""
+                    while not first:  # the first bytes of the body: the tier has begun
+                        chunk = await anext(rest, None)
+                        if chunk is None:
+                            break
+                        first = chunk
         except TimeoutError:
             if response is not None:
                 await response.aclose()
@@ -428,6 +431,11 @@ class TierClient:
         except (httpx.HTTPError, TimeoutError):
             return False
         return response.status == 200
+
+
+async def _no_more() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator that ends at once
 
 
 def _origin(url: str) -> tuple[str, str]:
