@@ -25,6 +25,7 @@ from gateway.errors import InvalidRequest, OutputInvalid
 from gateway.openapi import PROBLEMS, json_body, json_response
 from gateway.routes.common import Answer, AnyRequest, Call, route, runtime_of, tier_headers
 from gateway.runtime import Runtime
+from gateway.schema_check import SchemaChecker
 from gateway.schemas import (
     ChatCompletionRequest,
     JsonObjectFormat,
@@ -85,19 +86,19 @@ OutputCheck = Callable[[str, str | None], Any]  # (content, finish_reason) -> pa
 
 
 def output_check(
-    req: ChatCompletionRequest, runtime: Runtime
+    req: ChatCompletionRequest, checker: SchemaChecker
 ) -> tuple[Callable[[TierReply], Any] | None, tuple[str, ...]]:
     """The check of the tier's answer (every choice), and the keywords checked afterwards."""
     unenforced: tuple[str, ...] = ()
     content: OutputCheck | None = None
     fmt = req.response_format
     if isinstance(fmt, JsonSchemaFormat):
-        checked = runtime.checker.check(fmt.json_schema.schema)
+        checked = checker.check(fmt.json_schema.schema)
         unenforced = checked.unenforced
         content = checked.validate_output
     elif isinstance(fmt, JsonObjectFormat):
         content = json_object_of
-    tools = ToolSet.preflight(req.tools, req.tool_choice, runtime.checker)
+    tools = ToolSet.preflight(req.tools, req.tool_choice, checker)
     if content is None and tools is None:
         return None, unenforced
 
@@ -124,7 +125,7 @@ async def chat_completions(runtime: Runtime, call: Call) -> Answer:
             errors=[{"path": "$.stream_options", "message": "needs stream: true"}],
         )
     refuse_unreadable_parts(req)
-    check, unenforced = output_check(req, runtime)
+    check, unenforced = output_check(req, runtime.checker)
     choice, mode, timeout = route(call, runtime, model=req.model)  # after the preflight
 
     def payload(tier: Tier) -> bytes:
