@@ -14,7 +14,7 @@ With ``stream: true`` the same answer goes out as vLLM streams it (SSE chunks: t
 content in pieces or the tool call's name then its arguments in pieces, the finish, usage
 when ``stream_options.include_usage``, ``[DONE]``). ``server.fault`` makes it hostile:
 ``"reset"`` (the connection closed after the first pieces), ``"error"`` (vLLM's error event
-mid-way), ``"first_byte_delay"`` (nothing for ``server.delay_s`` before the first byte);
+mid-way), ``"stall"`` (``server.delay_s`` of silence mid-way), ``"first_byte_delay"`` (nothing for ``server.delay_s`` before the first byte);
 ``server.hold`` makes it wait for the test's go-ahead after the first piece, and
 ``server.hangups`` counts streams whose client went away before the end.
 
@@ -140,6 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if i == 2 and server.fault == "stall":
+                    self.wfile.flush()
+                    time.sleep(server.delay_s)  # then carries on, too late
                 if i == 2 and server.fault == "error":
                     error = {"error": {"message": "CUDA out of memory", "type": "InternalServerError",
                                        "param": None, "code": 500}}  # fmt: skip

@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -467,3 +468,27 @@ def test_langchain_streams(gateway: str, tier: StandIn) -> None:
     llm = ChatOpenAI(model="dev", base_url=gateway + "/v1", api_key="unused")  # type: ignore[arg-type]
     pieces = [str(chunk.content) for chunk in llm.stream("hi")]
     assert "".join(pieces) == "Hello, turn 1." and len([p for p in pieces if p]) == 4
+
+
+def test_a_tier_stalling_mid_stream_past_its_idle_budget_is_an_error_event(
+    standin: StandIn, tier: StandIn, tmp_path: Path
+) -> None:
+    config = Path(__file__).resolve().parents[2] / "config"
+    (tmp_path / "tiers.toml").write_text((config / "tiers.toml").read_text())
+    toml = (config / "gateway.toml").read_text()
+    (tmp_path / "gateway.toml").write_text(toml.replace("stream_idle = 15.0", "stream_idle = 0.5"))
+    tier.fault, tier.delay_s = "stall", 3.0
+    env = {"GATEWAY_TIER_DEV_URL": standin.url, "GATEWAY_TIER_DEV_KIND": "openai",
+           "GATEWAY_ENV": "dev", "GATEWAY_CONFIG": str(tmp_path / "gateway.toml")}  # fmt: skip
+    with gateway_process(env) as (_, url), openai.OpenAI(base_url=url + "/v1", api_key="-") as sdk:
+        stream = iter(
+            sdk.chat.completions.create(
+                model="dev", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
+        next(stream)
+        started = time.monotonic()
+        with pytest.raises(openai.APIError) as info:
+            list(stream)
+        assert time.monotonic() - started < 2.5  # the budget ended it, not the tier
+    assert "stalled" in info.value.message and "0.5 s" in info.value.message
