@@ -57,6 +57,7 @@ def create_app(
             clock=clock,
             on_warm_up=lambda tier: metrics.warmups.labels(tier).inc(),
             on_cold_start=lambda tier, s: metrics.cold_start.labels(tier).observe(s),
+            on_store_error=metrics.store_errors.inc,
         )
         metrics.watch_states(warmth.states)
         runtime = Runtime(

@@ -102,6 +102,12 @@ class Metrics:
         self.warmups = Counter(
             "gateway_warmups_started", "Warm-ups started (single-flight)", ["tier"], **kw
         )
+        self.store_errors = Counter(
+            "gateway_store_errors",
+            "Calls to the shared warmth store (Redis) that failed or timed out; local state "
+            "answered them",
+            **kw,
+        )
         self.in_flight = Gauge(
             "gateway_in_flight_requests",
             "Requests being served now",

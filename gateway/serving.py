@@ -24,6 +24,10 @@ from gateway.settings import EMBEDDED_URL_ENV, SUPERVISOR_ENV, WARMTH_DB_ENV, Se
 log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish on SIGTERM
 CHILD_STOP_S = 10  # the CPU tier exits at once on SIGTERM; SIGKILL after this
+# Connections the kernel completes before the worker accepts them. uvicorn's 2048 overflowed
+# when 10,000 clients arrived at a worker on a busy machine (bench/results/hold-10k.md): an
+# overflowed handshake is reset ~a minute later. The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 16_384
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -61,6 +65,27 @@ async def follow_supervisor(pid: int, every_s: float = 1.0) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's open-file limit (soft) to its hard limit, and return both.
+
+    Each held client is one socket, one file descriptor: the usual soft limit of 1024 would
+    cap a worker at about a thousand held requests while its hard limit (often 2^20) allows
+    far more. Raising the soft limit needs no privilege; children (workers) inherit it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # e.g. above the kernel's nr_open
+            log.warning("open-file limit stays %d (raising to %d failed: %s)", soft, target, exc)
+            return soft, hard
+        log.info("open-file limit raised from %d to %d (the hard limit)", soft, target)
+        soft = target
+    return soft, hard
+
+
 def describe(settings: Settings, host: str, port: int) -> str:
     lines = [f"gateway: listening on http://{host}:{port}  (config {settings.config_path})"]
     default = settings.env or settings.default_tier
@@ -85,6 +110,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
         settings = settings.with_tier_url(embedded.name, url)
     os.environ.setdefault("GATEWAY_CONFIG", str(settings.config_path))
     configure_logging()
+    raise_open_file_limit()  # one socket per held client: 1024 would cap a worker (see there)
     if workers > 1:
         shared = tempfile.mkdtemp(prefix="gateway-")
         # Workers share their metrics through files, so a scrape of any one sees them all,
@@ -114,6 +140,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            backlog=LISTEN_BACKLOG,
         )
     finally:
         if child is not None:

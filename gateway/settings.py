@@ -15,6 +15,8 @@ Environment overrides (each named in errors with where it came from):
 - ``GATEWAY_MODAL_KEY`` / ``GATEWAY_MODAL_SECRET``: Modal proxy-auth token for ``modal`` tiers.
 - ``GATEWAY_LOCAL_TIER``: ``auto`` (default: the embedded CPU tier serves ``dev`` when dev
   has no URL) or ``off``.
+- ``GATEWAY_STATE``: ``redis://host:port/db`` (or ``rediss://``, ``unix://``): keep the
+  tiers' warmth in Redis, shared by every replica (default: the SQLite file / memory).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ MODAL_HOLD_S = 150.0  # a Modal web endpoint holds a request this long, then ans
 WARMTH_DB_ENV = "GATEWAY_WARMTH_DB"  # set by `gateway serve --workers N` when unset
 EMBEDDED_URL_ENV = "GATEWAY_EMBEDDED_TIER_URL"  # set by `gateway serve` for its workers
 SUPERVISOR_ENV = "GATEWAY_SUPERVISOR_PID"  # set by `gateway serve --workers N` for its workers
+STATE_ENV = "GATEWAY_STATE"
+STATE_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url understands
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.toml"
 
 Kind = Literal["modal", "openai"]
@@ -89,6 +93,13 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     tiers_file: str = "tiers.toml"
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
     warmth_db: str = ""  # shared warmth store (SQLite file); "" = in memory, one worker
+    state: str = ""  # "redis://host:port/db": warmth shared by replicas; "" = warmth_db
+    state_prefix: str = "tier-gateway"  # Redis keys are <prefix>:tier:<name>
+    # A Redis call on a LAN takes < 1 ms; 250 ms means it is down or swamped, and a request
+    # must not wait longer than that for shared state it can do without.
+    state_timeout_s: Seconds = 0.25
+    # A crashed replica's warm-up is taken over within this (renewed every third of it).
+    warmup_lease_s: Seconds = 30.0
     tiers: dict[str, TierFileEntry]
 
 
@@ -127,6 +138,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tiers: dict[str, Tier]
     local_tier: Literal["auto", "off"] = "auto"
     warmth_db: str = ""
+    state: Secret | None = None  # a Redis URL (it may hold a password); None = warmth_db
+    state_prefix: str = "tier-gateway"
+    state_timeout_s: float = 0.25
+    warmup_lease_s: float = 30.0
     supervisor_pid: int | None = None  # a worker of `gateway serve --workers N`: its parent
     modal_key: Secret | None = None
     modal_secret: Secret | None = None
@@ -234,6 +249,17 @@ def load_settings(
     if gateway_env is not None and gateway_env not in tiers:
         raise SettingsError(f"GATEWAY_ENV: no tier named {gateway_env!r} in {path}")
 
+    state = env.get(STATE_ENV) or file.state
+    if state:
+        where = STATE_ENV if env.get(STATE_ENV) else f"{path}: state"
+        if urlsplit(state).scheme not in STATE_SCHEMES:
+            # the value itself is not shown: a Redis URL may carry a password
+            raise SettingsError(f"{where}: not a {'://, '.join(STATE_SCHEMES)}:// URL")
+    if not file.state_prefix or ":" in file.state_prefix:
+        raise SettingsError(
+            f"{path}: state_prefix: {file.state_prefix!r} must be non-empty, no ':'"
+        )
+
     key_, secret = env.get("GATEWAY_MODAL_KEY"), env.get("GATEWAY_MODAL_SECRET")
     if bool(key_) != bool(secret):
         raise SettingsError("GATEWAY_MODAL_KEY and GATEWAY_MODAL_SECRET must be set together")
@@ -245,6 +271,10 @@ def load_settings(
         tiers=tiers,
         local_tier=local_mode,  # type: ignore[arg-type]
         warmth_db=env.get(WARMTH_DB_ENV) or file.warmth_db,
+        state=Secret(state) if state else None,
+        state_prefix=file.state_prefix,
+        state_timeout_s=file.state_timeout_s,
+        warmup_lease_s=file.warmup_lease_s,
         supervisor_pid=int(env[SUPERVISOR_ENV]) if env.get(SUPERVISOR_ENV, "").isdigit() else None,
         modal_key=Secret(key_) if key_ else None,
         modal_secret=Secret(secret) if secret else None,

@@ -17,8 +17,9 @@ from typing import Any
 
 import msgspec
 
-from gateway.clock import Clock
+from gateway.clock import Clock, within
 from gateway.keepwarm import parse_schedule, run_keepwarm
+from gateway.redisstore import RedisStore, StoreHealth
 from gateway.routing import TierView
 from gateway.settings import Settings, Tier
 from gateway.upstream import TierClient
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 LOCAL_EXPECTED_COLD_START_S = 30.0  # first start converts GGUF (~30 s); later starts ~5 s
 LOCAL_STARTUP_TIMEOUT_S = 300.0  # a loaded 2-core machine can take minutes to import torch
 NEVER_SCALES_DOWN_S = 365 * 24 * 3600.0
+# A shared wait (see wait_warm) is renewed this often: one left behind by requests that all
+# timed out stops polling within a minute.
+SHARED_WAIT_S = 60.0
 STARTUP_CHECK_S = 2.0  # how long start-up waits for a remote tier's first health answer
 
 
@@ -63,6 +67,7 @@ class TierStates:
         self.store = store
         self.probes = probes
         self._keepwarm: asyncio.Task[None] | None = None
+        self._waits: dict[str, asyncio.Task[bool]] = {}
 
     @classmethod
     def build(
@@ -73,15 +78,27 @@ class TierStates:
         clock: Clock,
         on_warm_up: Callable[[str], None] | None = None,
         on_cold_start: Callable[[str, float], None] | None = None,
+        on_store_error: Callable[[], None] | None = None,
     ) -> TierStates:
         configured = {name: t for name, t in settings.tiers.items() if t.configured}
-        store: WarmStore = (
-            SqliteStore(Path(settings.warmth_db)) if settings.warmth_db else MemoryStore()
-        )
+        store: WarmStore
+        if settings.state is not None:  # several replicas: one Redis
+            store = RedisStore(
+                settings.state.reveal(),
+                prefix=settings.state_prefix,
+                timeout_s=settings.state_timeout_s,
+                clock=clock,
+                on_error=on_store_error,
+            )
+        elif settings.warmth_db:  # the workers of one machine: one SQLite file
+            store = SqliteStore(Path(settings.warmth_db))
+        else:
+            store = MemoryStore()
         tracker = WarmthTracker(
             {name: warmth_config(t) for name, t in configured.items()},
             store,
             clock,
+            lease_ttl_s=settings.warmup_lease_s,
             on_warm_up=on_warm_up,
             on_cold_start=on_cold_start,
         )
@@ -114,6 +131,9 @@ class TierStates:
         self._keepwarm = asyncio.create_task(run_keepwarm(self.tracker, self.probes))
 
     async def aclose(self) -> None:
+        for task in self._waits.values():
+            task.cancel()
+        await asyncio.gather(*self._waits.values(), return_exceptions=True)
         if self._keepwarm is not None:
             self._keepwarm.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -144,13 +164,30 @@ class TierStates:
             self.tracker.trigger_warm_up(tier, self.probes[tier])
 
     async def wait_warm(self, tier: str, timeout_s: float) -> bool:
+        """The tracker's ``wait_warm``, shared: every request of this worker waiting for a
+        tier awaits one waiting task, which polls the store; a held request costs one timer,
+        not a wake-up a second (10,000 held clients: bench/results/hold-10k.md)."""
         if tier not in self.probes:
             return False
-        return await self.tracker.wait_warm(tier, timeout_s)
+        clock = self.tracker.clock
+        deadline = clock.monotonic() + timeout_s
+        while (left := deadline - clock.monotonic()) > 0:
+            shared = self._waits.get(tier)
+            if shared is None or shared.done():
+                shared = asyncio.create_task(self.tracker.wait_warm(tier, SHARED_WAIT_S))
+                self._waits[tier] = shared
+            done, warm = await within(clock, asyncio.shield(shared), left)
+            if not done or warm:
+                return bool(warm)
+            if self.tracker.peek(tier).state == "down":
+                return False
+            # the shared wait ran out its SHARED_WAIT_S: a new one, for those still waiting
+        return False
 
     async def status(self, counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """``GET /status``: the tracker's rows, plus the unconfigured tiers and counters."""
         snapshot: dict[str, TierStatus] = await self.tracker.snapshot()
+        store = msgspec.to_builtins(self.store_health())
         out: dict[str, Any] = {}
         for name, tier in self.settings.tiers.items():
             row: dict[str, Any]
@@ -166,8 +203,15 @@ class TierStates:
             if name in self.probes:  # how long a warm-up may take before the tier is down
                 row["startup_timeout_s"] = self.tracker.config(name).startup_timeout_s
             row.update(counts.get(name, {"requests": 0, "fallbacks": {}}))
+            row["store"] = store  # whether this row is shared truth or this replica's own
             out[name] = row
         return out
+
+    def store_health(self) -> StoreHealth:
+        """The shared store's condition: a degraded Redis means local state, not an outage."""
+        if isinstance(self.store, RedisStore):
+            return self.store.health()
+        return StoreHealth(backend="sqlite" if self.settings.warmth_db else "memory", status="ok")
 
     def states(self) -> dict[str, str]:
         """Each tier's state from this worker's cache (no I/O), for the metrics gauge."""

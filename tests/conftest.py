@@ -14,6 +14,7 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.errors import PROBLEM_BASE
 from gateway.settings import Settings, load_settings
+from tests.redis_server import RedisServer
 
 DEV_URL = "http://dev.tier.test"
 PROD_URL = "https://prod--tier.modal.test"
@@ -127,3 +128,13 @@ def warm_prod(client: TestClient[Any], router: respx.MockRouter) -> TestClient[A
 @pytest.fixture
 def warm_client(client: TestClient[Any], router: respx.MockRouter) -> TestClient[Any]:
     return warm_prod(client, router)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server of this test's own (empty, on a free loopback port)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

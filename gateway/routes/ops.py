@@ -25,6 +25,7 @@ async def ready(request: AnyRequest) -> Response[Any]:
     body = {
         "status": "ready" if usable else "unavailable",
         "tiers": {name: {"usable": view.usable, "warm": view.warm} for name, view in tiers.items()},
+        "store": msgspec.to_builtins(runtime.warmth.store_health()),  # degraded: still ready
     }
     return Response(content=body, status_code=200 if usable else 503)
 

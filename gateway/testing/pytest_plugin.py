@@ -213,7 +213,7 @@ def gateway_recording(
 
     # Each test's gateway starts with its own warmth, never a shared store's (a deployment's
     # warmth_db would leak production state into tests, and tests into it).
-    settings = msgspec.structs.replace(gateway_settings, warmth_db="")
+    settings = msgspec.structs.replace(gateway_settings, warmth_db="", state=None)
     on_demand: dict[str, EmbeddedTier] = {}
     for tier in settings.tiers.values():
         if tier.url is not None:
