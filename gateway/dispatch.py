@@ -29,8 +29,12 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.routing import Action, Budget, Plan, TierView, plan_request
+from gateway.schemas import ChatCompletion
 from gateway.settings import FallbackMode, Settings, Tier
+from gateway.streaming import OpenedStream, open_stream
 from gateway.upstream import TierClient, TierReply
+
+EMPTY = ChatCompletion()  # a stream's reply: its answer is read later, by the relay
 
 
 class Warmth(Protocol):
@@ -54,11 +58,12 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    reply: TierReply
+    reply: TierReply  # for a stream: empty, its latency the time to first bytes
     output: Any  # what ``check`` returned (None without a check)
     requested: str
     served: str
     reason: str | None  # X-Fallback-Reason when served != requested (or a retry served)
+    stream: OpenedStream | None = None  # Job.stream: open, its first bytes in
 
 
 def failure_reason(error: GatewayError) -> str | None:
@@ -142,9 +147,11 @@ class Dispatcher:
         tier = self.settings.tiers[name]
         if budget_s <= 0:
             raise TierTimeout(f"no time was left to call tier {name}", tier=name, budget_s=0.0)
+        stream = None
         try:
             if job.stream:
-                reply = await self._open_stream(job, tier, budget_s)
+                stream = await self._open_stream(job, tier, budget_s)
+                reply = TierReply(body=b"", completion=EMPTY, latency_s=stream.latency_s)
             else:
                 reply = await self.clients[name].complete(
                     job.payload(tier), budget_s=budget_s, request_id=job.request_id
@@ -154,23 +161,37 @@ class Dispatcher:
             raise
         self.warmth.record_success(name, reply.latency_s)
         try:
-            output = job.check(reply) if job.check is not None and not job.stream else None
+            output = job.check(reply) if job.check is not None and stream is None else None
         except OutputInvalid as error:
             error.members.setdefault("tier", name)
             raise
+        except RecursionError:  # output nested past the JSON decoder's depth limit
+            bad = BadUpstreamResponse(
+                f"tier {name}'s output nests deeper than the gateway decodes", tier=name
+            )
+            self.warmth.record_failure(name, bad.detail)
+            raise bad from None
         return Outcome(
-            reply=reply, output=output, requested=job.requested, served=name, reason=reason
+            reply=reply,
+            output=output,
+            requested=job.requested,
+            served=name,
+            reason=reason,
+            stream=stream,
         )
 
-    async def _open_stream(self, job: Job, tier: Tier, budget_s: float) -> TierReply:
+    async def _open_stream(self, job: Job, tier: Tier, budget_s: float) -> OpenedStream:
         """A warm tier owes its first token within ``first_token``; a cold one boots first,
         within the call's budget. Either way the stream is open (or failed, and may fall
         back) before the client has a byte."""
+        first_s = budget_s
         if (await self.warmth.view(tier.name)).warm:
-            budget_s = min(budget_s, tier.timeouts.first_token)
-        return await self.clients[tier.name].open_stream(
+            first_s = min(budget_s, tier.timeouts.first_token)
+        return await open_stream(
+            self.clients[tier.name],
             job.payload(tier),
             budget_s=budget_s,
+            first_token_s=first_s,
             idle_s=tier.timeouts.stream_idle,
             request_id=job.request_id,
         )

@@ -92,6 +92,8 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     default_tier: str = "dev"
     tiers_file: str = "tiers.toml"
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    # a tier's answer: a chat completion is kilobytes; the cap stops a runaway or hostile tier
+    max_answer_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024 * 1024
     warmth_db: str = ""  # shared warmth store (SQLite file); "" = in memory, one worker
     state: str = ""  # "redis://host:port/db": warmth shared by replicas; "" = warmth_db
     state_prefix: str = "tier-gateway"  # Redis keys are <prefix>:tier:<name>
@@ -136,6 +138,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     default_tier: str
     max_body_bytes: int
     tiers: dict[str, Tier]
+    max_answer_bytes: int = 64 * 1024 * 1024
     local_tier: Literal["auto", "off"] = "auto"
     warmth_db: str = ""
     state: Secret | None = None  # a Redis URL (it may hold a password); None = warmth_db
@@ -268,6 +271,7 @@ def load_settings(
         env=gateway_env,  # type: ignore[arg-type]  # checked by _choice above
         default_tier=file.default_tier,
         max_body_bytes=file.max_body_bytes,
+        max_answer_bytes=file.max_answer_bytes,
         tiers=tiers,
         local_tier=local_mode,  # type: ignore[arg-type]
         warmth_db=env.get(WARMTH_DB_ENV) or file.warmth_db,

@@ -4,7 +4,8 @@ come, checked at the end, and never cut in silence.
 >>> relay = StreamRelay(reply.stream, check, path=path, request_id=rid)
 >>> async for data in relay.events(): ...        # bytes to send, as the tier sent them
 
-By the time a relay exists the stream is open (``Dispatcher`` with ``Job.stream``): the tier
+By the time a relay exists the stream is open (``open_stream``, which ``Dispatcher`` calls
+for a ``Job.stream``, on ``TierClient.open_stream``): the tier
 answered 200 and sent its first bytes within its time-to-first-token budget, so routing,
 warm-up and any fallback are decided and the client's status line is 200. From then on:
 
@@ -23,15 +24,17 @@ up) closes the tier's response, and vLLM aborts a request whose client went away
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
 
-from gateway.errors import BadUpstreamResponse, GatewayError, OutputInvalid
+from gateway.errors import BadUpstreamResponse, GatewayError, OutputInvalid, TierTimeout
 from gateway.problems import error_event
 from gateway.schemas import ChatChoice, ChatCompletion, ChatMessageOut, FunctionCall, ToolCall
-from gateway.upstream import TierReply, TierStream
+from gateway.upstream import TierClient, TierReply
 
 DONE = b"data: [DONE]\n\n"
 _ERROR_EVENT = b'data: {"error"'
@@ -40,6 +43,78 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),  # a proxy in front must not buffer the stream either
 ]
+
+
+class OpenedStream:
+    """A tier's stream whose first bytes are in: ``chunks()`` yields them, then the rest as
+    the tier sends it (``TierClient.open_stream``'s errors: a stall, a cut); ``aclose()``
+    hangs up on the tier."""
+
+    def __init__(
+        self,
+        tier: str,
+        first: bytes,
+        rest: AsyncIterator[bytes],
+        close: Callable[[], Awaitable[Any]],
+        latency_s: float,
+    ) -> None:
+        self.tier = tier
+        self.first = first
+        self.latency_s = latency_s  # the time to the first bytes
+        self._rest = rest
+        self._close = close
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.first:
+            yield self.first
+        async for chunk in self._rest:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._close()
+
+
+async def open_stream(
+    client: TierClient,
+    payload: bytes,
+    *,
+    budget_s: float,
+    first_token_s: float,
+    idle_s: float,
+    request_id: str | None,
+) -> OpenedStream:
+    """Open the tier's stream (``TierClient.open_stream``: status, redirects, the error
+    mapping) and wait for its first bytes within ``first_token_s``; the stream stays open,
+    within ``budget_s`` in all, until the relay closes it."""
+    started = time.perf_counter()
+    opened = client.open_stream(
+        payload, budget_s=budget_s, request_id=request_id, idle_timeout_s=idle_s
+    )
+    stream = await opened.__aenter__()
+    try:
+        rest = stream.chunks()
+        first = b""
+        async with asyncio.timeout(first_token_s):
+            while not first:  # the first bytes of the body: the tier has begun
+                chunk = await anext(rest, None)
+                if chunk is None:
+                    break
+                first = chunk
+    except TimeoutError:
+        await opened.__aexit__(None, None, None)
+        raise TierTimeout(
+            f"tier {stream.tier} sent no first token within {first_token_s:g} s",
+            tier=stream.tier,
+            budget_s=round(first_token_s, 3),
+        ) from None
+    except BaseException:
+        await opened.__aexit__(None, None, None)
+        raise
+
+    async def close() -> None:
+        await opened.__aexit__(None, None, None)
+
+    return OpenedStream(stream.tier, first, rest, close, time.perf_counter() - started)
 
 
 class _FunctionDelta(msgspec.Struct):
@@ -107,7 +182,7 @@ class _Assembled:
 class StreamRelay:
     def __init__(
         self,
-        stream: TierStream,
+        stream: OpenedStream,
         check: Callable[[TierReply], Any] | None,
         *,
         path: str,

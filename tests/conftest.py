@@ -14,6 +14,7 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.errors import PROBLEM_BASE
 from gateway.settings import Settings, load_settings
+from tests.hostile_tier import HostileTier
 from tests.redis_server import RedisServer
 
 DEV_URL = "http://dev.tier.test"
@@ -128,6 +129,14 @@ def warm_prod(client: TestClient[Any], router: respx.MockRouter) -> TestClient[A
 @pytest.fixture
 def warm_client(client: TestClient[Any], router: respx.MockRouter) -> TestClient[Any]:
     return warm_prod(client, router)
+
+
+@pytest.fixture
+def hostile_tier() -> Iterator[HostileTier]:
+    """A real loopback server that answers each chat completion with a scripted fault
+    (tests/hostile_tier.py); stopped after the test."""
+    with HostileTier() as tier:
+        yield tier
 
 
 @pytest.fixture

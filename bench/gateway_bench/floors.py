@@ -11,7 +11,7 @@ process's utime+stime over the requests wrk counted. Writes bench/results/floors
 Variants:
 - ``asgi-fixed``: answers the stub's body itself (no upstream): uvicorn's own cost.
 - ``litestar-fixed``: a Litestar ``@post`` handler (``Request`` in, ``Response`` out), same.
-- ``asgi-h1``: forwards the body with one ``gateway.transport.H1Transport`` call.
+- ``asgi-h1``: forwards the body with one ``gateway.tier_http.AiohttpExchanger`` call.
 - ``asgi-httpx``: forwards with ``httpx.AsyncClient`` (httpx's default transport).
 - ``asgi-aiohttp``: forwards with one ``aiohttp.ClientSession`` call (when aiohttp is
   installed; it is not a dependency of the gateway).
@@ -94,13 +94,14 @@ def build(variant: str, upstream: str) -> Any:
     if variant == "litestar-fixed":
         return litestar_fixed(fixed)
     if variant == "asgi-h1":
-        from gateway.transport import H1Transport, RawRequest
+        from gateway.tier_http import AiohttpExchanger, RawRequest
 
-        transport = H1Transport()
-        request = RawRequest.to("POST", upstream + CHAT, [("content-type", "application/json")])
+        exchanger = AiohttpExchanger()
+        request = RawRequest("POST", upstream + CHAT, (("content-type", "application/json"),))
 
         async def h1(body: bytes) -> bytes:
-            return (await transport.exchange(request._replace(body=body))).body
+            reply = await exchanger.exchange(request._replace(body=body), connect_timeout=10.0)
+            return reply.body
 
         return _asgi(h1)
     if variant == "asgi-httpx":

@@ -143,8 +143,8 @@ async def chat_completions(runtime: Runtime, call: Call) -> Answer:
         )
     )
     headers = tier_headers(call, outcome, started, unenforced)
-    if outcome.reply.stream is not None:
-        relay = StreamRelay(outcome.reply.stream, check, path=call.path, request_id=call.request_id)
+    if outcome.stream is not None:
+        relay = StreamRelay(outcome.stream, check, path=call.path, request_id=call.request_id)
         return Answer(b"", [*SSE_HEADERS, *headers], stream=relay.events())
     return Answer(outcome.reply.body, headers)
 

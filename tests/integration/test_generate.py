@@ -122,14 +122,18 @@ def test_more_303_hops_than_the_budget_allows_is_a_504_naming_the_tier(
     assert loop.call_count == 5
 
 
-def test_redirect_to_another_host_drops_proxy_auth(
+def test_redirect_to_another_origin_is_a_502_and_never_followed(
     warm_client: TestClient[Any], router: respx.MockRouter
 ) -> None:
-    router.post(PROD_URL + CHAT).respond(303, headers={"location": "https://elsewhere.test/r"})
-    other = router.get("https://elsewhere.test/r").respond(200, json=completion())
-    warm_client.post("/generate", json=body(), headers={"X-Model-Tier": "prod"})
-    assert "modal-key" not in other.calls.last.request.headers
-    assert "modal-secret" not in other.calls.last.request.headers
+    # The prompt and the proxy-auth tokens go only to the tier's own scheme, host and port.
+    router.post(PROD_URL + CHAT).respond(307, headers={"location": "https://elsewhere.test/r"})
+    other = router.post("https://elsewhere.test/r").respond(200, json=completion())
+    response = warm_client.post(
+        "/generate", json=body(), headers={"X-Model-Tier": "prod", "X-Tier-Fallback": "deny"}
+    )
+    assert response.status_code == 502
+    assert response.json()["tier"] == "prod"
+    assert not other.called
 
 
 def test_openai_tier_gets_no_proxy_auth(client: TestClient[Any], router: respx.MockRouter) -> None:

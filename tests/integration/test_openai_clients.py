@@ -446,7 +446,7 @@ def test_no_first_token_within_the_budget_is_a_504_before_any_byte(
             extra_headers={"X-Request-Timeout": "1"},
         )
     assert info.value.status_code == 504
-    assert "first token" in info.value.message
+    assert "1 s" in info.value.message  # the request's own budget, X-Request-Timeout
 
 
 def test_a_client_hanging_up_stops_the_tiers_stream(sdk: openai.OpenAI, tier: StandIn) -> None:
@@ -491,4 +491,4 @@ def test_a_tier_stalling_mid_stream_past_its_idle_budget_is_an_error_event(
         with pytest.raises(openai.APIError) as info:
             list(stream)
         assert time.monotonic() - started < 2.5  # the budget ended it, not the tier
-    assert "stalled" in info.value.message and "0.5 s" in info.value.message
+    assert "stopped sending" in info.value.message and "0.5 s" in info.value.message

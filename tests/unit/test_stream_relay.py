@@ -7,14 +7,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import msgspec
 
 from gateway.routes.openai import output_check
 from gateway.schema_check import SchemaChecker
 from gateway.schemas import ChatCompletionRequest
-from gateway.streaming import DONE, StreamRelay
-from gateway.upstream import TierStream
+from gateway.streaming import DONE, OpenedStream, StreamRelay
 
 PATH = "/v1/chat/completions"
 
@@ -31,9 +29,16 @@ def relay(pieces: list[bytes], check: Any = None) -> list[bytes]:
             yield piece
 
     async def run() -> list[bytes]:
-        stream = TierStream("dev", httpx.Response(200), pieces[0], rest(), idle_s=5.0)
+        closed: list[bool] = []
+
+        async def close() -> None:
+            closed.append(True)
+
+        stream = OpenedStream("dev", pieces[0], rest(), close, latency_s=0.0)
         relayed = StreamRelay(stream, check, path=PATH, request_id="r1")
-        return [data async for data in relayed.events()]
+        out = [data async for data in relayed.events()]
+        assert closed == [True]  # the tier's side is always closed
+        return out
 
     return asyncio.run(run())
 
