@@ -105,15 +105,51 @@ def _collect(value: Any, typ: Any, path: str, out: list[dict[str, str]]) -> None
         out.append({"path": _join(path, sub), "message": message})
 
 
+# What msgspec raises for bytes that are not one JSON document it can hold: malformed JSON
+# and trailing garbage (DecodeError), a number out of range such as 1e400 (ValidationError,
+# a DecodeError), invalid UTF-8 in a string (UnicodeDecodeError), and nesting deeper than
+# the interpreter's recursion limit (RecursionError: ~1,000 levels, a 2 KB body).
+NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def malformed(exc: Exception) -> MalformedBody:
+    """The 400 for a body that is not JSON, naming the fault (never a traceback)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return MalformedBody(
+            f"The body is not valid JSON: a string holds invalid UTF-8 "
+            f"(byte 0x{exc.object[exc.start]:02x})",
+            fault="invalid-utf8",
+        )
+    if isinstance(exc, RecursionError):
+        return MalformedBody(
+            "The body is not valid JSON the gateway accepts: arrays and objects are nested "
+            "too deeply",
+            fault="too-deep",
+        )
+    if isinstance(exc, msgspec.ValidationError):  # the only one the untyped decode raises
+        message, path = _split(exc)
+        where = "" if path == "$" else f" at {path}"
+        return MalformedBody(f"The body is not valid JSON: {message.lower()}{where}", fault="range")
+    return MalformedBody(f"The body is not valid JSON: {exc}", fault="syntax")
+
+
 def decode_body(body: bytes, typ: type[T]) -> T:
-    """Decode and validate in one pass; on failure raise one problem naming every bad field."""
+    """Decode and validate in one pass; on failure raise one problem naming every bad field.
+
+    A body that is not one JSON document (``1x``, ``[}``, ``true false``, invalid UTF-8,
+    ``1e400``, nesting ~1,000 deep) is a :class:`MalformedBody` 400 naming the fault."""
     try:
         return msgspec.json.decode(body, type=typ)
     except msgspec.ValidationError:
-        pass
-    except msgspec.DecodeError as exc:
-        raise MalformedBody(f"The body is not valid JSON: {exc}") from None
-    value = msgspec.json.decode(body)  # valid JSON: only the shape was wrong
+        pass  # a wrong shape, or a fault msgspec met after the first wrong field
+    except NOT_JSON as exc:
+        raise malformed(exc) from None
+    try:
+        # The typed decode stops at the first wrong field (`1` of `1x` is not an object), so
+        # the rest of the body is read only here: its faults are the client's too.
+        value = msgspec.json.decode(body)
+    except NOT_JSON as exc:
+        raise malformed(exc) from None
     errors: list[dict[str, str]] = []
     if not isinstance(value, dict):
         got = JSON_TYPES.get(type(value), type(value).__name__)

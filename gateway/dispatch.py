@@ -14,6 +14,7 @@ never retried elsewhere.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -45,6 +46,9 @@ class Warmth(Protocol):
     def record_failure(self, tier: str, error: str) -> None: ...
     def trigger_warm_up(self, tier: str) -> None: ...
     async def wait_warm(self, tier: str, timeout_s: float) -> bool: ...
+    async def claim_trial(self, tier: str, budget_s: float) -> bool: ...
+    def end_trial(self, tier: str) -> None: ...
+    def retry_after(self, tier: str) -> float | None: ...
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,6 +120,13 @@ class Dispatcher:
 
         if plan.action is Action.REFUSE:
             raise await self._refusal(plan)
+        if plan.trial and not await self.warmth.claim_trial(plan.primary, plan.primary_budget_s):
+            # Down, and another request is its trial: as for any down tier, its fallback
+            # serves, or the client is told when the next trial may come.
+            if plan.fallback is None:
+                raise await self._refusal(plan)
+            left = budget.deadline_s - (self.clock() - started)
+            return await self._call(job, plan.fallback, left, reason="unavailable")
         if plan.action is Action.FALLBACK:
             assert plan.fallback is not None
             left = budget.deadline_s - (self.clock() - started)
@@ -133,7 +144,9 @@ class Dispatcher:
             return await self._call(job, plan.primary, left, reason=None)
 
         try:
-            return await self._call(job, plan.primary, plan.primary_budget_s, reason=None)
+            return await self._call(
+                job, plan.primary, plan.primary_budget_s, reason=None, trial=plan.trial
+            )
         except GatewayError as error:
             reason = failure_reason(error)
             if plan.fallback is None or reason is None:
@@ -143,11 +156,16 @@ class Dispatcher:
                 raise
             return await self._call(job, plan.fallback, left, reason=reason)
 
-    async def _call(self, job: Job, name: str, budget_s: float, *, reason: str | None) -> Outcome:
+    async def _call(
+        self, job: Job, name: str, budget_s: float, *, reason: str | None, trial: bool = False
+    ) -> Outcome:
+        """Call one tier and record the outcome. ``trial``: the call is a down tier's trial;
+        an end that is neither success nor failure (a 4xx, the client gone) gives it back."""
         tier = self.settings.tiers[name]
         if budget_s <= 0:
             raise TierTimeout(f"no time was left to call tier {name}", tier=name, budget_s=0.0)
         stream = None
+        settled = False
         try:
             if job.stream:
                 stream = await self._open_stream(job, tier, budget_s)
@@ -156,9 +174,19 @@ class Dispatcher:
                 reply = await self.clients[name].complete(
                     job.payload(tier), budget_s=budget_s, request_id=job.request_id
                 )
+            settled = True
         except (TierUnavailable, TierTimeout, BadUpstreamResponse) as error:
+            settled = True
             self.warmth.record_failure(name, error.detail)
+            retry_s = self.warmth.retry_after(name)
+            if isinstance(error, TierUnavailable) and retry_s is not None:
+                # This failure left the tier down: come back when it is next tried.
+                error.headers["Retry-After"] = _seconds(retry_s)
+                error.members["state"] = "down"
             raise
+        finally:
+            if trial and not settled:
+                self.warmth.end_trial(name)
         self.warmth.record_success(name, reply.latency_s)
         try:
             output = job.check(reply) if job.check is not None and stream is None else None
@@ -199,9 +227,12 @@ class Dispatcher:
     async def _refusal(self, plan: Plan) -> TierUnavailable:
         tier = self.settings.tiers[plan.primary]
         view = await self.warmth.view(plan.primary)
+        retry_s = plan.retry_after_s
+        if view.state == "down":  # the next trial, even if a fallback could boot sooner
+            retry_s = view.retry_after_s or self.warmth.retry_after(plan.primary) or retry_s
         headers = {}
-        if plan.retry_after_s is not None:
-            headers["Retry-After"] = str(max(1, round(plan.retry_after_s)))
+        if retry_s is not None:
+            headers["Retry-After"] = _seconds(retry_s)
         if not tier.configured:
             setting = f"GATEWAY_TIER_{tier.name.upper()}_URL"
             return TierUnavailable(
@@ -211,12 +242,27 @@ class Dispatcher:
                 missing_setting=setting,
                 headers=headers,
             )
-        state = "down" if not view.usable else "cold"
-        eta = None if plan.retry_after_s is None else round(plan.retry_after_s, 1)
+        eta = None if retry_s is None else round(retry_s, 1)
+        if view.state == "down":
+            # Said as it is: down, and when it is tried again (not "ready in" anything).
+            when = f"; it is tried again in about {eta:g} s" if eta else ""
+            return TierUnavailable(
+                f"tier {tier.name} is down{when}",
+                tier=tier.name,
+                state="down",
+                next_trial_s=eta,
+                headers=headers,
+            )
+        # Its real state: an `openai` tier is never "cold", it may be warming or unknown.
         return TierUnavailable(
-            f"tier {tier.name} is {state}" + (f"; ready in about {eta:g} s" if eta else ""),
+            f"tier {tier.name} is {view.state}" + (f"; ready in about {eta:g} s" if eta else ""),
             tier=tier.name,
-            state=state,
+            state=view.state,
             eta_s=eta,
             headers=headers,
         )
+
+
+def _seconds(value: float) -> str:
+    """A Retry-After value: whole seconds, at least 1 (RFC 9110 delay-seconds)."""
+    return str(max(1, math.ceil(value)))

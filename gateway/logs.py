@@ -28,6 +28,8 @@ class JsonFormatter(logging.Formatter):
         line.pop("message", None)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # rendered already (and redacted: gateway.redact)
+            line["exc"] = record.exc_text
         return msgspec.json.encode(line).decode()
 
 

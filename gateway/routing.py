@@ -98,14 +98,18 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     warm_up: bool = False  # start the primary's warm-up (single-flight) as part of the plan
     retry_after_s: float | None = None  # REFUSE: when a tier could serve this request
     warm_fallbacks: tuple[str, ...] = ()  # REFUSE under allow: fallbacks to warm up too
+    trial: bool = False  # CALL of a down tier: the call is its trial, if it wins the claim
 
 
 class TierView(msgspec.Struct, frozen=True, kw_only=True):
     """What the planner needs to know of a tier's warmth at this instant."""
 
-    usable: bool  # configured and not known to be down
+    usable: bool  # configured and not known to be down (or down, and this may be its trial)
     warm: bool
     eta_s: float | None = None  # seconds until warm, when not warm
+    state: str = "unknown"  # the warmth state (gateway.warmstore.State), for messages
+    trial: bool = False  # down, and its next trial is due: a request may be that trial
+    retry_after_s: float | None = None  # not usable: seconds until it may be again
 
 
 # With a fallback behind it, the primary may use this share of the request's deadline; the
@@ -146,7 +150,9 @@ def plan_request(
     """
     name = tier.name
     candidates = [(n, fallbacks[n]) for n in tier.fallback if n in fallbacks]
-    candidates = [(n, v) for n, v in candidates if v.usable] if mode == "allow" else []
+    # A down tier's trial is a request that names it, never a fallback's.
+    candidates = [(n, v) for n, v in candidates if v.usable and not v.trial]
+    candidates = candidates if mode == "allow" else []
     in_time = [n for n, v in candidates if v.warm or (v.eta_s or 0.0) <= budget.deadline_s]
     fallback = in_time[0] if in_time else None
 
@@ -154,7 +160,13 @@ def plan_request(
         # Warm, or it boots inside the deadline (a Modal tier holds the call while it boots).
         total = budget.deadline_s if view.warm else budget.cold_s
         share = total * PRIMARY_SHARE if fallback else total
-        return Plan(action=Action.CALL, primary=name, fallback=fallback, primary_budget_s=share)
+        return Plan(
+            action=Action.CALL,
+            primary=name,
+            fallback=fallback,
+            primary_budget_s=share,
+            trial=view.trial,
+        )
     if view.usable and mode == "wait":
         return Plan(
             action=Action.WAIT,
@@ -169,11 +181,12 @@ def plan_request(
             primary=name,
             fallback=fallback,
             primary_budget_s=0.0,
-            reason="cold-start" if view.usable else "unavailable",
+            reason="cold-start" if view.usable and not view.trial else "unavailable",
             warm_up=view.usable,
         )
     # Refuse: say when to come back, from the soonest tier that could then serve.
     etas = [view.eta_s] if view.usable and view.eta_s is not None else []
+    etas += [view.retry_after_s] if not view.usable and view.retry_after_s is not None else []
     etas += [v.eta_s for _, v in candidates if v.eta_s is not None]
     return Plan(
         action=Action.REFUSE,

@@ -86,6 +86,10 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     keep_warm: str = "off"
     max_redirects: int | None = None  # default: enough 150 s holds to cover the cold budget
     timeouts: Timeouts = Timeouts()
+    # A down tier's first trial after this many seconds, doubling per failed trial up to
+    # down_retry_max_s; unset: by kind (gateway.warmthtypes: 5/60 s free probes, 60/900 s Modal)
+    down_retry_after_s: Seconds | None = None
+    down_retry_max_s: Seconds | None = None
 
 
 class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -118,6 +122,8 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     timeouts: Timeouts
     max_redirects: int
     spec: TierSpec | None  # None for a tier tiers.toml does not describe
+    down_retry_after_s: float | None = None  # None: the default for the tier's kind
+    down_retry_max_s: float | None = None
 
     @property
     def configured(self) -> bool:
@@ -246,6 +252,8 @@ def load_settings(
             timeouts=entry.timeouts,
             max_redirects=hops,
             spec=spec,
+            down_retry_after_s=entry.down_retry_after_s,
+            down_retry_max_s=entry.down_retry_max_s,
         )
     if file.default_tier not in tiers:
         raise SettingsError(f"{path}: default_tier: no tier named {file.default_tier!r}")

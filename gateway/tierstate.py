@@ -19,13 +19,21 @@ import msgspec
 
 from gateway.clock import Clock, within
 from gateway.keepwarm import parse_schedule, run_keepwarm
+from gateway.recovery import RECOVERY_TICK_S, run_recovery
+from gateway.redact import Redactor
 from gateway.redisstore import RedisStore, StoreHealth
 from gateway.routing import TierView
 from gateway.settings import Settings, Tier
 from gateway.upstream import TierClient
 from gateway.warmstore import MemoryStore, SqliteStore, WarmStore
 from gateway.warmth import Probe, WarmthTracker
-from gateway.warmthtypes import TierStatus, TierWarmthConfig
+from gateway.warmthtypes import (
+    FREE_PROBE_RETRY_MAX_S,
+    FREE_PROBE_RETRY_S,
+    TierState,
+    TierStatus,
+    TierWarmthConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +49,24 @@ STARTUP_CHECK_S = 2.0  # how long start-up waits for a remote tier's first healt
 
 def warmth_config(tier: Tier) -> TierWarmthConfig:
     if tier.spec is not None and tier.kind != "local":
-        return TierWarmthConfig.from_spec(tier.spec, kind=tier.kind, keep_warm=tier.keep_warm)
-    return TierWarmthConfig(
-        kind=tier.kind,
-        scales_to_zero=False,
-        scaledown_window_s=NEVER_SCALES_DOWN_S,
-        expected_cold_start_s=LOCAL_EXPECTED_COLD_START_S,
-        startup_timeout_s=LOCAL_STARTUP_TIMEOUT_S,
-        keep_warm=parse_schedule(tier.keep_warm),
+        config = TierWarmthConfig.from_spec(tier.spec, kind=tier.kind, keep_warm=tier.keep_warm)
+    else:
+        config = TierWarmthConfig(
+            kind=tier.kind,
+            scales_to_zero=False,
+            scaledown_window_s=NEVER_SCALES_DOWN_S,
+            expected_cold_start_s=LOCAL_EXPECTED_COLD_START_S,
+            startup_timeout_s=LOCAL_STARTUP_TIMEOUT_S,
+            keep_warm=parse_schedule(tier.keep_warm),
+        )
+    # A down tier's backoff: free probes may come often, a trial that boots a GPU may not.
+    first, cap = config.down_retry_after_s, config.down_retry_max_s
+    if config.probe_is_free:
+        first, cap = FREE_PROBE_RETRY_S, FREE_PROBE_RETRY_MAX_S
+    return msgspec.structs.replace(
+        config,
+        down_retry_after_s=tier.down_retry_after_s or first,
+        down_retry_max_s=tier.down_retry_max_s or cap,
     )
 
 
@@ -66,7 +84,9 @@ class TierStates:
         self.tracker = tracker
         self.store = store
         self.probes = probes
+        self.redactor = Redactor.for_settings(settings)
         self._keepwarm: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
         self._waits: dict[str, asyncio.Task[bool]] = {}
 
     @classmethod
@@ -129,15 +149,20 @@ class TierStates:
                 task.cancel()
             await asyncio.gather(*checks, return_exceptions=True)
         self._keepwarm = asyncio.create_task(run_keepwarm(self.tracker, self.probes))
+        free = {
+            name: p for name, p in self.probes.items() if self.tracker.config(name).probe_is_free
+        }
+        self._recovery = asyncio.create_task(run_recovery(self.tracker, free))
 
     async def aclose(self) -> None:
-        for task in self._waits.values():
-            task.cancel()
+        for wait in self._waits.values():
+            wait.cancel()
         await asyncio.gather(*self._waits.values(), return_exceptions=True)
-        if self._keepwarm is not None:
-            self._keepwarm.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepwarm
+        for task in (self._keepwarm, self._recovery):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.tracker.aclose()
         await self.store.aclose()
 
@@ -145,19 +170,76 @@ class TierStates:
         if tier not in self.probes:
             return TierView(usable=False, warm=False)
         state = await self.tracker.state(tier)
+        if state.state == "down":
+            return self._down_view(tier, state)
         return TierView(
-            usable=state.state != "down",
+            usable=True,
             warm=state.state == "warm",
             eta_s=state.eta_s,
+            state=state.state,
         )
+
+    def _down_view(self, tier: str, state: TierState) -> TierView:
+        """A down tier is not usable, except as its own trial: a scale-to-zero tier whose
+        backoff ran out lets the next request through (half-open); its ETA is a boot's."""
+        config = self.tracker.config(tier)
+        due = state.next_trial_s == 0 and not state.trial_running
+        if due and not config.probe_is_free:
+            cold = self.tracker.mean_cold_start_s(tier)
+            return TierView(usable=True, warm=False, eta_s=cold, state="down", trial=True)
+        # A free tier's due trial is run by the recovery loop within a tick.
+        wait = max(state.next_trial_s or 0.0, RECOVERY_TICK_S)
+        return TierView(usable=False, warm=False, state="down", retry_after_s=wait)
+
+    async def claim_trial(self, tier: str, budget_s: float) -> bool:
+        """Make this request the trial of a down tier (False: another took it)."""
+        return tier in self.probes and await self.tracker.claim_trial(tier, budget_s)
+
+    def end_trial(self, tier: str) -> None:
+        """A request's trial ended with neither success nor failure: the next may start."""
+        if tier in self.probes:
+            self.tracker.end_trial(tier)
+
+    def retry_after(self, tier: str) -> float | None:
+        """Seconds until a down tier's next trial (from this worker's cache); None if not
+        down."""
+        if tier not in self.probes:
+            return None
+        state = self.tracker.peek(tier)
+        if state.state != "down":
+            return None
+        return max(state.next_trial_s or 0.0, RECOVERY_TICK_S)
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """``GET /ready``: ready while a configured tier is not down. Per tier: its state,
+        and while down since when and when it is tried next (ISO-8601 UTC); and the shared
+        store's health."""
+        snapshot = await self.tracker.snapshot()
+        tiers: dict[str, Any] = {}
+        for name in self.settings.tiers:
+            row = snapshot.get(name)
+            if row is None:
+                tiers[name] = {"usable": False, "warm": False, "state": "unconfigured"}
+                continue
+            tiers[name] = {"usable": row.state != "down", "warm": row.state == "warm"}
+            tiers[name]["state"] = row.state
+            if row.state == "down":
+                tiers[name].update(down_since=row.down_since, next_trial=row.next_trial)
+        ready = any(t["usable"] for t in tiers.values())
+        body = {
+            "status": "ready" if ready else "unavailable",
+            "tiers": tiers,
+            "store": msgspec.to_builtins(self.store_health()),  # degraded: still ready
+        }
+        return ready, body
 
     def record_success(self, tier: str, latency_s: float) -> None:
         if tier in self.probes:
             self.tracker.record_success(tier, latency_s)
 
     def record_failure(self, tier: str, error: str) -> None:
-        if tier in self.probes:
-            self.tracker.record_failure(tier, error)
+        if tier in self.probes:  # shown in /status: a tier's words lose our secrets first
+            self.tracker.record_failure(tier, self.redactor.text(error))
 
     def trigger_warm_up(self, tier: str) -> None:
         if tier in self.probes:

@@ -47,6 +47,7 @@ from gateway.errors import (
     TierUnavailable,
     UpstreamRejected,
 )
+from gateway.redact import Redactor
 from gateway.schemas import ChatCompletion
 from gateway.settings import MODAL_HOLD_S, Settings, Tier
 from gateway.tier_http import (
@@ -177,6 +178,7 @@ class TierClient:
         if tier.kind == "modal" and settings.modal_key and settings.modal_secret:
             headers["Modal-Key"] = settings.modal_key.reveal()
             headers["Modal-Secret"] = settings.modal_secret.reveal()
+        self._redactor = Redactor.for_settings(settings)  # a tier may echo our headers back
         self._headers = tuple(headers.items())
         self._origin = _origin(tier.url) if tier.url else None
         self._json_post = (*self._headers, ("content-type", "application/json"))
@@ -379,7 +381,7 @@ class TierClient:
         name = self.tier.name
         error: GatewayError
         if status in (400, 404, 413, 422):
-            reason = upstream_reason(response.body)
+            reason = self._redactor.text(upstream_reason(response.body))
             error = UpstreamRejected(
                 f"tier {name} rejected the request: {reason}",
                 status=status,

@@ -55,8 +55,13 @@ class TierRecord(msgspec.Struct, frozen=True, kw_only=True):
     failures: int = 0  # consecutive failures; a success resets it
     warmups: int = 0  # warm-ups that observed a cold start
     mean_cold_start_s: float | None = None  # None: not learned yet, use the configured seed
-    lease_owner: str | None = None  # the worker running the warm-up, if any
+    lease_owner: str | None = None  # the worker running the warm-up (or a down tier's trial)
     lease_expires: float | None = None
+    # While down (and through the warm-ups that try it): since when, when it may next be
+    # tried, and how many trials were started since it went down (the backoff's exponent).
+    down_since: float | None = None
+    retry_at: float | None = None
+    trials: int = 0
 
     def lease_held(self, now: float) -> bool:
         return self.lease_owner is not None and (self.lease_expires or 0.0) > now
@@ -191,6 +196,31 @@ class SqliteStore:
 # -- the record changes: pure, so a store may apply them again when it retries -------------
 
 
+def next_trial_at(cfg: TierWarmthConfig, record: TierRecord) -> float:
+    """When a down tier may next be tried (a record written before ``retry_at`` existed:
+    ``down_retry_after_s`` after it went down)."""
+    if record.retry_at is not None:
+        return record.retry_at
+    return record.since + cfg.down_retry_after_s
+
+
+def _still_down(cfg: TierWarmthConfig, record: TierRecord, now: float, error: str) -> TierRecord:
+    """A trial (or a warm-up) of a tier failed: down since it first went down, tried again
+    after the backoff its trials have earned."""
+    down_since = record.down_since if record.down_since is not None else now
+    return replace(
+        record,
+        state="down",
+        since=down_since,
+        down_since=down_since,
+        retry_at=now + cfg.down_backoff_s(record.trials),
+        last_error=error,
+    )
+
+
+_RECOVERED = {"down_since": None, "retry_at": None, "trials": 0}
+
+
 def effective(cfg: TierWarmthConfig, record: TierRecord, now: float) -> TierRecord:
     """The stored record with the presumptions applied: scale-down, and dead warm-ups."""
     if (
@@ -200,6 +230,10 @@ def effective(cfg: TierWarmthConfig, record: TierRecord, now: float) -> TierReco
         and now - record.last_success > cfg.scaledown_window_s
     ):
         return replace(record, state="cold", since=record.last_success + cfg.scaledown_window_s)
+    if record.state == "warming" and not record.lease_held(now) and record.down_since is not None:
+        # A trial warm-up of a down tier whose worker is gone: still down, tried again now.
+        expired = record.lease_expires or record.since
+        return replace(record, state="down", since=record.down_since, retry_at=expired)
     if record.state == "warming" and not record.lease_held(now):
         # The worker warming it is gone; nothing is known to be booting any more.
         presumed: State = "cold" if cfg.scales_to_zero else "unknown"
@@ -216,8 +250,8 @@ def claimed(
 
     def change(old: TierRecord | None) -> TierRecord:
         record = effective(cfg, old or initial, now)
-        if record.state == "down" and now - record.since < cfg.down_retry_after_s:
-            return old or record
+        if record.state == "down" and (now < next_trial_at(cfg, record) or record.lease_held(now)):
+            return old or record  # tried too recently, or its trial is under way
         if record.lease_held(now) and record.lease_owner != owner:
             return old or record
         warming = record.state != "warm"
@@ -227,6 +261,57 @@ def claimed(
             since=now if warming else record.since,
             lease_owner=owner,
             lease_expires=now + ttl_s,
+            trials=record.trials + (record.state == "down"),  # this warm-up is a trial
+        )
+
+    return change
+
+
+def trial_claimed(cfg: TierWarmthConfig, now: float, owner: str, ttl_s: float) -> Change:
+    """Take a down tier's trial (a circuit breaker's half-open state) if it is due and no
+    other is under way: the tier stays ``down`` while ``owner`` holds the lease for
+    ``ttl_s``, so exactly one probe or request tries it. The result says who won
+    (``lease_owner``); a trial ends with ``warmed``/``succeeded`` or
+    ``trial_failed``/``failed``, or its lease expires (the next trial may then start)."""
+
+    def change(old: TierRecord | None) -> TierRecord:
+        record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+        if record.state != "down" or record.lease_held(now) or now < next_trial_at(cfg, record):
+            return old or record
+        return replace(
+            record, trials=record.trials + 1, lease_owner=owner, lease_expires=now + ttl_s
+        )
+
+    return change
+
+
+def trial_failed(cfg: TierWarmthConfig, now: float, error: str, owner: str) -> Change:
+    """``owner``'s trial of a down tier failed: down again, for a longer backoff."""
+
+    def change(old: TierRecord | None) -> TierRecord:
+        record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+        if record.lease_owner != owner or record.state != "down":
+            return old or record  # the trial's lease expired and passed on; not ours to end
+        return release(_still_down(cfg, record, now, error), owner)
+
+    return change
+
+
+def trial_ended(cfg: TierWarmthConfig, now: float) -> Change:
+    """A down tier's trial ended with no verdict (the tier answered 4xx to a request that was
+    at fault, the client hung up, shutdown): its lease is given back, it does not count, and
+    the next trial may start at once."""
+
+    def change(old: TierRecord | None) -> TierRecord:
+        record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+        if record.state != "down" or not record.lease_held(now):
+            return old or record
+        return replace(
+            record,
+            lease_owner=None,
+            lease_expires=None,
+            retry_at=now,
+            trials=max(0, record.trials - 1),
         )
 
     return change
@@ -235,6 +320,8 @@ def claimed(
 def succeeded(cfg: TierWarmthConfig, now: float, latency_s: float) -> Change:
     def change(old: TierRecord | None) -> TierRecord:
         record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+        if record.state == "down":  # the trial request (or one sent before) answered
+            record = replace(record, lease_owner=None, lease_expires=None)
         return replace(
             record,
             state="warm",
@@ -242,6 +329,7 @@ def succeeded(cfg: TierWarmthConfig, now: float, latency_s: float) -> Change:
             last_success=max(now, record.last_success or now),
             last_latency_s=latency_s,
             failures=0,
+            **_RECOVERED,
         )
 
     return change
@@ -251,15 +339,29 @@ def failed(cfg: TierWarmthConfig, now: float, error: str) -> Change:
     def change(old: TierRecord | None) -> TierRecord:
         record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
         failures = record.failures + 1
+        if record.state == "down" and record.lease_held(now):
+            # The trial request failed (a request sent before the tier went down may end
+            # the trial early too; it failed on the same tier).
+            return replace(
+                _still_down(cfg, record, now, error),
+                failures=failures,
+                lease_owner=None,
+                lease_expires=None,
+            )
         # While warming, the warm-up decides: requests held by a booting tier may time out.
         to_down = record.state not in ("warming", "down") and failures >= cfg.failures_to_down
-        return replace(
-            record,
-            state="down" if to_down else record.state,
-            since=now if to_down else record.since,
-            last_error=error,
-            failures=failures,
-        )
+        if to_down:
+            return replace(
+                record,
+                state="down",
+                since=now,
+                down_since=now,
+                retry_at=now + cfg.down_backoff_s(0),
+                trials=0,
+                last_error=error,
+                failures=failures,
+            )
+        return replace(record, last_error=error, failures=failures)
 
     return change
 
@@ -276,6 +378,7 @@ def warmed(cfg: TierWarmthConfig, now: float, elapsed_s: float, owner: str) -> C
                 since=record.since if record.state == "warm" else now,
                 last_success=max(now, record.last_success or now),
                 failures=0,
+                **_RECOVERED,
                 warmups=record.warmups + learned,
                 mean_cold_start_s=(
                     cfg.ewma_alpha * elapsed_s + (1 - cfg.ewma_alpha) * mean
@@ -295,7 +398,7 @@ def gave_up(cfg: TierWarmthConfig, now: float, last_error: str, owner: str) -> C
         error = (
             f"not healthy within the {cfg.startup_timeout_s:.0f} s startup timeout ({last_error})"
         )
-        return release(replace(record, state="down", since=now, last_error=error), owner)
+        return release(_still_down(cfg, record, now, error), owner)
 
     return change
 
@@ -307,7 +410,10 @@ def abandoned(cfg: TierWarmthConfig, now: float, owner: str) -> Change:
         record = old or TierRecord(state="unknown", since=now)
         if record.lease_owner != owner:
             return record
-        if record.state == "warming":
+        if record.state == "warming" and record.down_since is not None:
+            # A trial cut short: still down, and the next trial may start at once.
+            record = replace(record, state="down", since=record.down_since, retry_at=now)
+        elif record.state == "warming":
             presumed: State = "cold" if cfg.scales_to_zero else "unknown"
             record = replace(record, state=presumed, since=now)
         return release(record, owner)

@@ -10,14 +10,22 @@ States, each with the time it was entered (``since``)::
     warming          its lease expires unreleased (the worker died)       cold*
     warm             the scale-down window passes with no success         cold (presumed)
     not warming      ``failures_to_down`` failures in a row               down
-    down             a success / warm_up after ``down_retry_after_s``     warm / warming
+    down             its trial succeeds (a probe, a request, a warm-up)   warm
+    down             its trial fails                                      down (longer backoff)
+    down             warm_up once the next trial is due                   warming (the trial)
                                               (* ``unknown`` if the tier never scales to zero)
 
 A scale-to-zero tier starts presumed ``cold`` (outside keep-warm): on Modal a request to a
 cold endpoint is held for the whole boot, so coldness is presumed, never learned by waiting.
 A ``warm`` tier whose last success is older than its scale-down window reads as ``cold``.
 ``down`` (``failures_to_down`` consecutive failures, or a warm-up that missed the startup
-deadline) is left by a success, or by a warm-up once ``down_retry_after_s`` has passed.
+deadline) is left by a success. It is tried again by itself: the first trial is due
+``down_retry_after_s`` after it went down, each failed one doubles the wait up to
+``down_retry_max_s`` (``TierWarmthConfig.down_backoff_s``). A tier whose probes are free is
+tried by one probe (``run_recovery`` calls ``trigger_trial``); a scale-to-zero tier, where a
+probe boots a GPU, by the first request after the backoff (``claim_trial``: a circuit
+breaker's half-open state), or the warm-up that request starts. One trial at a time across
+all workers: it holds the tier's lease while it runs.
 
 Use (the lead wires this into the app's lifespan and the request path)::
 
@@ -46,6 +54,7 @@ tier never pays an fsync. Time comes only from the injected :class:`Clock`, so t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import secrets
@@ -68,7 +77,11 @@ from gateway.warmstore import (
     effective,
     failed,
     gave_up,
+    next_trial_at,
     succeeded,
+    trial_claimed,
+    trial_ended,
+    trial_failed,
     warmed,
     went_cold,
 )
@@ -80,6 +93,8 @@ Probe = Callable[[], Awaitable[bool]]
 T = TypeVar("T")
 
 ETA_FLOOR_S = 1.0  # a warm-up past its expected time is "any moment now", never 0 or negative
+TRIAL_PROBE_S = 10.0  # a free tier's health answer is instant once up (upstream.PROBE_TIMEOUT)
+TRIAL_OWNER_SUFFIX = "/trial"  # a request's trial holds the lease apart from the warm-ups'
 MAX_ERROR_CHARS = 300  # last_error is for people reading /status, not a log
 
 
@@ -118,6 +133,7 @@ class WarmthTracker:
         self._warmups: dict[str, asyncio.Task[TierState]] = {}
         self._writes: set[asyncio.Task[None]] = set()
         self._write_lock = asyncio.Lock()
+        self._trial_ids = itertools.count()
 
     def config(self, tier: str) -> TierWarmthConfig:
         return self._configs[tier]
@@ -175,6 +191,47 @@ class WarmthTracker:
             cfg.scaledown_window_s,
             lead_s=self._mean(cfg, record),
         )
+
+    def mean_cold_start_s(self, tier: str) -> float:
+        """The learned cold start (the configured seed until one is measured)."""
+        return self._mean(self._configs[tier], self._cached(tier))
+
+    async def trial_due(self, tier: str) -> bool:
+        """Whether the tier is down, its probes are free, and its next trial is due with none
+        under way: ``run_recovery`` then calls ``trigger_trial``."""
+        if not self._configs[tier].probe_is_free or tier in self._warmups:
+            return False
+        current = await self.state(tier)
+        return current.state == "down" and not current.trial_running and current.next_trial_s == 0
+
+    def trigger_trial(self, tier: str, probe: Probe) -> None:
+        """Try a down tier with one probe, if its trial is due (single-flight: the lease)."""
+        task = self._warmups.get(tier)
+        if task is None or task.done():
+            task = asyncio.create_task(self._trial(tier, probe), name=f"trial {tier}")
+            self._warmups[tier] = task
+            task.add_done_callback(lambda done: self._warm_up_done(tier, done))
+
+    async def claim_trial(self, tier: str, ttl_s: float) -> bool:
+        """Take a down tier's trial for one request (True: this request is it). Its success
+        or failure, recorded as for any request, ends the trial; if neither comes (the
+        caller was cancelled), the lease lapses after ``ttl_s`` and the next trial is due."""
+        cfg, now = self._configs[tier], self.clock.time()
+        owner = f"{self.owner}{TRIAL_OWNER_SUFFIX}:{next(self._trial_ids)}"  # one per request
+        change = trial_claimed(cfg, now, owner, ttl_s)
+        try:
+            record = await self._store.update(tier, change)
+        except Exception as exc:  # noqa: BLE001 - the store failing must not fail requests
+            log.warning("trial of %s: store unavailable (%s)", tier, type(exc).__name__)
+            record = change(self._cached(tier))
+        self._remember(tier, record)
+        return record.lease_owner == owner and record.lease_held(now)
+
+    def end_trial(self, tier: str) -> None:
+        """A request's trial ended with no verdict (see ``trial_ended``); written behind."""
+        change = trial_ended(self._configs[tier], self.clock.time())
+        self._remember(tier, change(self._cached(tier)))
+        self._write_behind(tier, change)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -255,6 +312,39 @@ class WarmthTracker:
             if await self._follow(tier, cfg):
                 return self.peek(tier)
             # the lease expired under a crashed worker: take it over
+
+    async def _trial(self, tier: str, probe: Probe) -> TierState:
+        """One probe of a down tier: warm if healthy, else down for a longer backoff."""
+        cfg, now = self._configs[tier], self.clock.time()
+        try:
+            record = await self._store.update(
+                tier, trial_claimed(cfg, now, self.owner, self._lease_ttl_s)
+            )
+        except Exception as exc:  # noqa: BLE001 - the next tick tries again
+            log.warning("trial of %s: store unavailable (%s)", tier, type(exc).__name__)
+            return self.peek(tier)
+        self._remember(tier, record)
+        if record.lease_owner != self.owner or not record.lease_held(now):
+            return self.peek(tier)  # not due, or another worker's trial is under way
+        started = self.clock.monotonic()
+        deadline = started + min(TRIAL_PROBE_S, self._lease_ttl_s)
+        outcome: Change | None = None
+        try:
+            healthy, why = await self._probe_once(probe, deadline, None, _nothing)
+            if healthy:
+                elapsed = self.clock.monotonic() - started
+                outcome = warmed(cfg, self.clock.time(), elapsed, self.owner)
+                log.info("tier %s is back: its trial probe answered healthy", tier)
+            else:
+                outcome = trial_failed(cfg, self.clock.time(), f"trial probe: {why}", self.owner)
+        finally:
+            if outcome is None:  # cancelled (shutdown): the next trial may start at once
+                outcome = trial_ended(cfg, self.clock.time())
+            await self._finish(tier, outcome)
+        after = self.peek(tier)
+        if after.state == "down":
+            log.warning("tier %s is still down; next trial in %.0f s", tier, after.next_trial_s)
+        return after
 
     async def _follow(self, tier: str, cfg: TierWarmthConfig) -> bool:
         """Wait out another worker's warm-up. False when its lease expired unreleased."""
@@ -434,12 +524,23 @@ class WarmthTracker:
             eta = mean
         elif record.state == "warming":
             eta = max(mean - (now - record.since), ETA_FLOOR_S)
+        next_trial_s: float | None = None
+        running = False
+        if record.state == "down":
+            running = record.lease_held(now)
+            if running:  # if this trial fails, the next comes after the backoff it earned
+                next_at = min(record.lease_expires or now, now + cfg.down_backoff_s(record.trials))
+            else:
+                next_at = next_trial_at(cfg, record)
+            next_trial_s = max(0.0, next_at - now)
         return TierState(
             state=record.state,
             since=record.since,
             eta_s=eta,
             last_success=record.last_success,
             failures=record.failures,
+            next_trial_s=next_trial_s,
+            trial_running=running,
         )
 
     def _status(self, tier: str) -> TierStatus:
@@ -463,6 +564,11 @@ class WarmthTracker:
             last_latency_s=record.last_latency_s,
             last_error=record.last_error,
             consecutive_failures=record.failures,
+            down_since=None if derived.state != "down" else derived_since(record),
+            next_trial=None
+            if derived.next_trial_s is None
+            else _dt(now + derived.next_trial_s).isoformat(),
+            trials=record.trials,
             warmups=record.warmups,
             mean_cold_start_s=round(self._mean(cfg, record), 1),
             keep_warm=KeepWarmStatus(
@@ -471,6 +577,14 @@ class WarmthTracker:
                 next_touch=None if touch is None else touch.isoformat(),
             ),
         )
+
+
+def derived_since(record: TierRecord) -> str:
+    return _dt(record.down_since if record.down_since is not None else record.since).isoformat()
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _describe(exc: BaseException) -> str:

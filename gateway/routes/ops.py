@@ -19,15 +19,8 @@ async def health() -> dict[str, str]:
 
 @get("/ready", summary="Readiness: config loaded and at least one tier usable")
 async def ready(request: AnyRequest) -> Response[Any]:
-    runtime = runtime_of(request)
-    tiers = {name: await runtime.warmth.view(name) for name in runtime.settings.tiers}
-    usable = [name for name, view in tiers.items() if view.usable]
-    body = {
-        "status": "ready" if usable else "unavailable",
-        "tiers": {name: {"usable": view.usable, "warm": view.warm} for name, view in tiers.items()},
-        "store": msgspec.to_builtins(runtime.warmth.store_health()),  # degraded: still ready
-    }
-    return Response(content=body, status_code=200 if usable else 503)
+    ready, body = await runtime_of(request).warmth.readiness()
+    return Response(content=body, status_code=200 if ready else 503)
 
 
 @get("/status", summary="Per-tier warmth, ETA, latency, errors and counters")

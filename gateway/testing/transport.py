@@ -176,12 +176,14 @@ class CassetteTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 ),
                 ("json" if sent_json else "text"): r.json(sent)
                 if sent_json
-                else r.scrub_text(sent),
+                else r.text(sent, excerpt=False),
             },
             response={
                 "status": response.status_code,
                 "headers": r.headers(response.headers.multi_items()),
-                ("json" if got_json else "text"): r.json(got) if got_json else r.scrub_text(got),
+                ("json" if got_json else "text"): (
+                    r.json(got) if got_json else r.text(got, excerpt=False)
+                ),
             },
             latency_ms=latency_s * 1000,
             recorded_at=utc_now(),

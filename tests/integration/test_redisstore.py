@@ -13,7 +13,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.redisstore import RedisStore
-from gateway.warmstore import TierRecord
+from gateway.warmstore import TierRecord, failed
 from gateway.warmth import WarmthTracker
 from gateway.warmthtypes import TierWarmthConfig
 from tests.redis_server import RedisServer
@@ -176,3 +176,30 @@ async def test_a_frozen_redis_costs_one_short_timeout_then_local_answers(
         assert store.health().status == "ok"
     finally:
         await store.aclose()
+
+
+async def test_replicas_on_separate_connections_let_one_trial_of_a_down_tier_through(
+    redis_server: RedisServer,
+) -> None:
+    """The half-open state across machines: one request among all replicas is the trial."""
+    clock = ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+    config = msgspec.structs.replace(PROD, down_retry_after_s=60.0)
+    stores = [RedisStore(redis_server.url, prefix="team-a") for _ in range(3)]
+    trackers = [
+        WarmthTracker({"prod": config}, s, clock, owner=f"replica-{i}")
+        for i, s in enumerate(stores)
+    ]
+    try:
+        for _ in range(3):
+            await stores[0].update("prod", failed(config, clock.time(), "refused"))
+        await clock.advance(60)
+        claims = [t.claim_trial("prod", 180) for t in trackers for _ in range(3)]
+        wins = await asyncio.gather(*claims)
+        assert wins.count(True) == 1
+        record = await stores[0].load("prod")
+        assert record is not None and (record.state, record.trials) == ("down", 1)
+    finally:
+        for t in trackers:
+            await t.aclose()
+        for s in stores:
+            await s.aclose()

@@ -57,8 +57,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def stub_upstream(delay_s: float = 0.0, health: list[int] | None = None) -> Iterator[StubServer]:
-    server = StubServer(("127.0.0.1", 0), _Handler)
+def stub_upstream(
+    delay_s: float = 0.0, health: list[int] | None = None, port: int = 0
+) -> Iterator[StubServer]:
+    """``port``: 0 for any free one; a port a stopped stub had, to restart "the same" tier."""
+    server = StubServer(("127.0.0.1", port), _Handler)
     server.delay_s = delay_s
     server.health = list(health or [200])
     server.seen = []

@@ -81,6 +81,10 @@ COLD_PROD = TierView(usable=True, warm=False, eta_s=424.0)
 COLD_DEV = TierView(usable=True, warm=False, eta_s=60.0)
 DEV_SOON = TierView(usable=True, warm=False, eta_s=30.0)
 DOWN = TierView(usable=False, warm=False)
+# Down, next trial in 42 s; down with its trial due (a scale-to-zero tier: half-open).
+DOWN_42 = TierView(usable=False, warm=False, state="down", retry_after_s=42.0)
+DOWN_DEV_TRIAL = TierView(usable=True, warm=False, eta_s=60.0, state="down", trial=True)
+DOWN_PROD_TRIAL = TierView(usable=True, warm=False, eta_s=424.0, state="down", trial=True)
 B = Budget(deadline_s=120.0, cold_s=600.0)
 
 
@@ -112,6 +116,15 @@ B = Budget(deadline_s=120.0, cold_s=600.0)
         ("allow", DOWN, WARM, Action.FALLBACK, "dev", "unavailable", False, None),
         ("deny", DOWN, WARM, Action.REFUSE, None, None, False, None),
         ("allow", DOWN, DOWN, Action.REFUSE, None, None, False, None),
+        # down: a refusal says when the next trial comes (the soonest of the tiers)
+        ("deny", DOWN_42, WARM, Action.REFUSE, None, None, False, 42.0),
+        ("allow", DOWN_42, DOWN_42, Action.REFUSE, None, None, False, 42.0),
+        # down with its trial due: planned as the cold tier it may be; its fallback
+        # reason is `unavailable`, and a down tier is never another's fallback
+        ("deny", DOWN_PROD_TRIAL, WARM, Action.REFUSE, None, None, True, 424.0),
+        ("allow", DOWN_PROD_TRIAL, WARM, Action.FALLBACK, "dev", "unavailable", True, None),
+        ("wait", DOWN_PROD_TRIAL, WARM, Action.WAIT, None, None, True, None),
+        ("allow", COLD_PROD, DOWN_DEV_TRIAL, Action.REFUSE, None, None, True, 424.0),
         # cold primary that boots inside the deadline: call it, a Modal tier holds the call
         ("deny", COLD_DEV, WARM, Action.CALL, None, None, False, None),
     ],
@@ -161,3 +174,16 @@ def test_a_cold_call_gets_the_cold_budget(settings: Settings) -> None:
         fallbacks={},
     )
     assert (plan.action, plan.primary_budget_s) == (Action.CALL, 180.0)
+
+
+def test_a_call_of_a_down_tier_whose_trial_is_due_is_marked_as_the_trial(
+    settings: Settings,
+) -> None:
+    plan = plan_request(
+        tier=settings.tiers["dev"],
+        mode="deny",
+        budget=Budget(deadline_s=120.0, cold_s=180.0),
+        view=DOWN_DEV_TRIAL,
+        fallbacks={},
+    )
+    assert (plan.action, plan.trial, plan.primary_budget_s) == (Action.CALL, True, 180.0)

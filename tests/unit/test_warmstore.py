@@ -15,13 +15,15 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
 
 import gateway
-from gateway.warmstore import MemoryStore, SqliteStore, TierRecord, WarmStore
+from gateway.clock import ManualClock
+from gateway.warmstore import MemoryStore, SqliteStore, TierRecord, WarmStore, failed
 from gateway.warmth import WarmthTracker
 from gateway.warmthtypes import TierWarmthConfig
 
@@ -189,3 +191,19 @@ async def test_a_killed_workers_lease_expires_and_another_takes_over(tmp_path):
     assert taken.lease_owner is None
     await tracker.aclose()
     await store.aclose()
+
+
+async def test_workers_on_one_store_let_exactly_one_trial_through(store):
+    """Two workers (trackers) on the same store: a down tier's trial goes to one of them."""
+    clock = ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+    config = msgspec.structs.replace(PROD, down_retry_after_s=60.0)
+    workers = [WarmthTracker({"prod": config}, store, clock, owner=f"w{i}") for i in range(2)]
+    for _ in range(3):
+        await store.update("prod", failed(config, clock.time(), "refused"))
+    await clock.advance(60)
+    wins = [await worker.claim_trial("prod", 180) for worker in workers for _ in range(3)]
+    assert wins.count(True) == 1
+    record = await store.load("prod")
+    assert record is not None and (record.state, record.trials) == ("down", 1)
+    for worker in workers:
+        await worker.aclose()

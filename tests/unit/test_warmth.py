@@ -483,6 +483,9 @@ async def test_snapshot_has_everything_status_shows(clock):
         "last_latency_s": 2.5,
         "last_error": "prod answered 500",
         "consecutive_failures": 1,
+        "down_since": None,
+        "next_trial": None,
+        "trials": 0,
         "warmups": 0,
         "mean_cold_start_s": 424.0,
         "keep_warm": {
