@@ -1,4 +1,4 @@
-"""``gateway serve | status | warmup | deploy | bench | fixtures``.
+"""``gateway serve | proxy-config | status | warmup | deploy | bench | fixtures``.
 
 >>> gateway serve --port 8000            # embedded CPU tier serves `dev` if no URL is set
 >>> gateway warmup --tier prod --wait    # progress against the ETA; non-zero past the deadline
@@ -23,6 +23,18 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     return serve(settings, host=args.host, port=args.port, workers=args.workers)
+
+
+def _proxy_config(args: argparse.Namespace) -> int:
+    from gateway.front_proxy import render_nginx
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    print(render_nginx(settings, listen=args.listen, upstream=args.upstream), end="")
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -57,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=_serve)
+
+    proxy = sub.add_parser(
+        "proxy-config", help="print the nginx front proxy's configuration (the header limits)"
+    )
+    proxy.add_argument("--config", help="gateway TOML file (default: $GATEWAY_CONFIG or config/)")
+    proxy.add_argument("--listen", default="0.0.0.0:80", help="where nginx listens")
+    proxy.add_argument("--upstream", default="127.0.0.1:8000", help="where `gateway serve` is")
+    proxy.set_defaults(func=_proxy_config)
 
     status = sub.add_parser("status", help="per-tier state of a running gateway")
     status.add_argument("--url", default=default_url, help="the gateway (default: $GATEWAY_URL)")

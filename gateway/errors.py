@@ -9,6 +9,7 @@ place (``gateway.problems``) renders them as RFC 9457 ``application/problem+json
     │   ├── MalformedBody           400  the body is not JSON
     │   ├── UnknownTier             400  X-Model-Tier / model names no tier (lists the valid ones)
     │   ├── PayloadTooLarge         413  body over the configured limit
+    │   ├── BodyTimeout             408  the body did not arrive within server.body_timeout_s
     │   ├── SchemaInvalid           400  `schema` is not a valid JSON Schema
     │   ├── SchemaUnsupported       422  valid, but uses features the tier cannot enforce
     │   └── UpstreamRejected        4xx  the tier refused the request (its reason is passed on)
@@ -100,6 +101,15 @@ class PayloadTooLarge(ClientError):
     status = 413
     slug = "payload-too-large"
     title = "The request body is too large"
+
+
+class BodyTimeout(ClientError):
+    """Raised by the server's receive guard (``gateway.body_deadline``), so a trickled body
+    ends in the same problem on every route; it always closes the connection."""
+
+    status = 408
+    slug = "body-timeout"
+    title = "The request body did not arrive in time"
 
 
 class SchemaInvalid(ClientError):

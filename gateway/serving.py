@@ -3,7 +3,11 @@
 The embedded tier is a child process of this one (never of a worker), started before the
 server so that every worker sees the same URL; the gateway answers at once while the model
 loads, and requests meanwhile follow the cold-start rules. SIGTERM drains in-flight
-requests (the server's graceful shutdown), then the child is stopped and we exit 0.
+requests (the server's graceful shutdown) while new connections are refused, in every
+worker; then the child is stopped and we exit 0.
+
+The server's own limits (``[server]`` in config/gateway.toml) are passed to uvicorn here;
+those it cannot enforce (header time and size) belong to the front proxy (deploy/nginx).
 """
 
 from __future__ import annotations
@@ -17,12 +21,27 @@ import subprocess
 import sys
 import tempfile
 from contextlib import closing
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from uvicorn import Config
+from uvicorn.supervisors import Multiprocess
 
 from gateway.logs import configure_logging
-from gateway.settings import EMBEDDED_URL_ENV, SUPERVISOR_ENV, WARMTH_DB_ENV, Settings
+from gateway.settings import (
+    EMBEDDED_URL_ENV,
+    SUPERVISOR_ENV,
+    WARMTH_DB_ENV,
+    ServerLimits,
+    Settings,
+    load_settings,
+)
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp
 
 log = logging.getLogger(__name__)
-GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish on SIGTERM
+GRACEFUL_SHUTDOWN_S = ServerLimits().drain_s  # the default drain; `[server] drain_s` sets it
 CHILD_STOP_S = 10  # the CPU tier exits at once on SIGTERM; SIGKILL after this
 # Connections the kernel completes before the worker accepts them. uvicorn's 2048 overflowed
 # when 10,000 clients arrived at a worker on a busy machine (bench/results/hold-10k.md): an
@@ -63,6 +82,38 @@ async def follow_supervisor(pid: int, every_s: float = 1.0) -> None:
         await asyncio.sleep(every_s)
     log.warning("the gateway serve supervisor (pid %d) is gone: this worker stops", pid)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def worker_app() -> ASGIApp:
+    """The ASGI factory each worker runs: the app, its body reads under the time limit."""
+    from gateway.app import create_app
+    from gateway.body_deadline import BodyDeadline
+
+    configure_logging()  # in each worker: they are fresh interpreters
+    settings = load_settings()
+    return BodyDeadline(create_app(settings), limit_s=settings.server.body_timeout_s)
+
+
+class DrainingSupervisor(Multiprocess):
+    """uvicorn's supervisor of ``--workers N``, except that SIGTERM and SIGINT close its copy
+    of the listening socket at once.
+
+    Each worker closes its own copy when it starts draining, but the supervisor's kept the
+    port listening: the kernel went on completing handshakes that no worker would accept,
+    and reset them when the supervisor exited. With every copy closed, a new connection is
+    refused (a client or balancer retries elsewhere) while in-flight requests finish.
+    """
+
+    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop_listening)
+
+    def _stop_listening(self, signum: int, frame: FrameType | None) -> None:
+        for sock in self.sockets:
+            sock.close()
+        # Exit the supervising loop now: a worker it restarted would get a closed socket.
+        self.should_exit.set()
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -128,20 +179,29 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
     # uvicorn drains on SIGTERM, restores the handler it found and raises the signal again;
     # this handler is that one, so a drained shutdown ends in exit status 0, not -15.
     signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
+    limits = settings.server
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "loop": "uvloop" if sys.platform != "win32" else "asyncio",
+        "http": "httptools",
+        "log_level": "warning",
+        "access_log": False,
+        # uvicorn counts open connections (and running requests) per worker: past the
+        # limit a request is answered 503 and its connection closed.
+        "limit_concurrency": limits.max_connections,
+        "timeout_keep_alive": limits.keep_alive_s,
+        "timeout_graceful_shutdown": limits.drain_s,
+        "backlog": LISTEN_BACKLOG,
+    }
     try:
-        uvicorn.run(
-            "gateway.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            loop="uvloop" if sys.platform != "win32" else "asyncio",
-            http="httptools",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-            backlog=LISTEN_BACKLOG,
-        )
+        if workers > 1:
+            config = Config("gateway.serving:worker_app", **options)
+            DrainingSupervisor(config, sockets=[config.bind_socket()]).run()
+        else:
+            uvicorn.run("gateway.serving:worker_app", **options)
     finally:
         if child is not None:
             stop(child)

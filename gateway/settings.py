@@ -92,6 +92,23 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     down_retry_max_s: Seconds | None = None
 
 
+class ServerLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How the server protects itself from slow, silent, huge or too many clients.
+
+    uvicorn (with httptools) enforces the first three in every worker; it has no limit on
+    the time or size of a request's headers, nor on the time a body takes to arrive, so the
+    last three are enforced by the front proxy whose configuration ``deploy/nginx`` renders
+    from these values (docs/operations.md).
+    """
+
+    max_connections: Annotated[int, msgspec.Meta(ge=2)] = 16_384  # per worker; 503 past it
+    keep_alive_s: Seconds = 5.0  # an idle keep-alive connection is closed after this
+    drain_s: Seconds = 30.0  # on SIGTERM, in-flight requests get this long to finish
+    header_timeout_s: Seconds = 10.0  # front proxy: the whole request head must arrive by then
+    body_timeout_s: Seconds = 30.0  # front proxy: the longest pause between two body reads
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16_384  # front proxy: per line
+
+
 class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     default_tier: str = "dev"
     tiers_file: str = "tiers.toml"
@@ -106,6 +123,7 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     state_timeout_s: Seconds = 0.25
     # A crashed replica's warm-up is taken over within this (renewed every third of it).
     warmup_lease_s: Seconds = 30.0
+    server: ServerLimits = ServerLimits()
     tiers: dict[str, TierFileEntry]
 
 
@@ -151,6 +169,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     state_prefix: str = "tier-gateway"
     state_timeout_s: float = 0.25
     warmup_lease_s: float = 30.0
+    server: ServerLimits = ServerLimits()
     supervisor_pid: int | None = None  # a worker of `gateway serve --workers N`: its parent
     modal_key: Secret | None = None
     modal_secret: Secret | None = None
@@ -287,6 +306,7 @@ def load_settings(
         state_prefix=file.state_prefix,
         state_timeout_s=file.state_timeout_s,
         warmup_lease_s=file.warmup_lease_s,
+        server=file.server,
         supervisor_pid=int(env[SUPERVISOR_ENV]) if env.get(SUPERVISOR_ENV, "").isdigit() else None,
         modal_key=Secret(key_) if key_ else None,
         modal_secret=Secret(secret) if secret else None,

@@ -224,3 +224,48 @@ def test_workers_stop_when_their_supervisor_is_killed_hard() -> None:
             assert alive == []
             with pytest.raises(httpx.TransportError):
                 httpx.get(url + "/health", timeout=1.0)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_drain_refuses_new_requests_while_in_flight_ones_finish(workers: str) -> None:
+    """SIGTERM to `gateway serve` (as an orchestrator sends it): requests in flight in every
+    worker finish with their answers; a request arriving meanwhile is refused (a client or
+    balancer retries elsewhere), never accepted and then reset."""
+    with stub_upstream(delay_s=4.0) as upstream:
+        env = {
+            "GATEWAY_TIER_DEV_URL": f"http://127.0.0.1:{upstream.server_address[1]}",
+            "GATEWAY_TIER_DEV_KIND": "openai",
+        }
+        with gateway_process(env, "--workers", workers) as (proc, url):
+            body = {"prompt": "p", "schema": PERSON_SCHEMA}
+
+            def in_flight(_: int) -> httpx.Response:
+                # new connections, so with two workers both hold requests
+                return httpx.post(
+                    url + "/generate", json=body, timeout=30, headers={"connection": "close"}
+                )
+
+            with ThreadPoolExecutor(max_workers=6) as pool:
+                calls = [pool.submit(in_flight, i) for i in range(6)]
+                deadline = time.monotonic() + 20
+                while len(upstream.seen) < 6:  # all six are at the tier
+                    assert time.monotonic() < deadline, "the requests never reached the tier"
+                    time.sleep(0.02)
+                proc.send_signal(signal.SIGTERM)
+                time.sleep(1.0)  # the supervisor has passed SIGTERM on to its workers
+                refused = reset = answered = 0
+                while any(not call.done() for call in calls):
+                    try:
+                        httpx.post(url + "/generate", json=body, timeout=10)
+                        answered += 1
+                    except httpx.ConnectError:
+                        refused += 1
+                    except httpx.TransportError:
+                        reset += 1
+                    time.sleep(0.1)
+                responses = [call.result() for call in calls]
+            assert proc.wait(timeout=30) == 0
+    assert [r.status_code for r in responses] == [200] * 6
+    assert reset == 0
+    assert answered == 0
+    assert refused > 0
