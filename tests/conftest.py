@@ -12,6 +12,7 @@ import respx
 from litestar.testing import TestClient
 
 from gateway.app import create_app
+from gateway.errors import PROBLEM_BASE
 from gateway.settings import Settings, load_settings
 from tests.hostile_tier import HostileTier
 from tests.redis_server import RedisServer
@@ -48,6 +49,16 @@ def completion(content: str = '{"name": "Ada", "age": 36}', **overrides: Any) ->
     }
     body.update(overrides)
     return body
+
+
+def problem_of(response: httpx.Response) -> dict[str, Any]:
+    """The error's facts as problem members, from either rendering: RFC 9457 (``/generate``,
+    the ops routes) or OpenAI's envelope (``/v1/...``), whose ``code`` is the problem slug."""
+    body: dict[str, Any] = response.json()
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return body
+    return {**error, "type": PROBLEM_BASE + error["code"], "detail": error["message"]}
 
 
 PERSON_SCHEMA = {

@@ -22,11 +22,18 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings, load_settings
-from tests.conftest import BASE_ENV, DEV_URL, PERSON_SCHEMA, completion
+from tests.conftest import BASE_ENV, DEV_URL, PERSON_SCHEMA, completion, problem_of
 from tests.integration.test_cold_start import metric
 
 PROBLEM = "application/problem+json"
 CHAT = "/v1/chat/completions"
+
+
+def rendering(path: str) -> str:
+    """/v1/...: OpenAI's error envelope; the rest: RFC 9457."""
+    return "application/json" if path.startswith("/v1/") else PROBLEM
+
+
 COMPLETION_PATHS = ("/generate", CHAT)
 
 
@@ -50,8 +57,8 @@ def test_a_chunked_body_over_the_limit_is_a_413(client: TestClient[Any]) -> None
     for path in COMPLETION_PATHS:
         response = client.post(path, content=chunks())
         assert response.status_code == 413
-        assert response.headers["content-type"] == PROBLEM
-        problem = response.json()
+        assert response.headers["content-type"] == rendering(path)
+        problem = problem_of(response)
         assert problem["type"].endswith("/payload-too-large")
         assert problem["limit"] == 1_048_576  # config/gateway.toml: max_body_bytes
         assert len(response.headers["x-request-id"]) == 32
@@ -72,8 +79,8 @@ def test_a_wrong_method_is_a_405_that_says_what_to_use(client: TestClient[Any]) 
         response = client.get(path)
         assert response.status_code == 405
         assert "POST" in response.headers["allow"]
-        assert response.headers["content-type"] == PROBLEM
-        assert response.json()["type"].endswith("/method-not-allowed")
+        assert response.headers["content-type"] == rendering(path)
+        assert problem_of(response)["type"].endswith("/method-not-allowed")
         assert len(response.headers["x-request-id"]) == 32
 
 
@@ -115,7 +122,7 @@ def test_a_client_mistake_logs_no_traceback(
         for raw in (b"{", b'{"prompt": 1}', b"[]"):
             response = client.post(path, content=raw)
             assert response.status_code == 400, (path, raw, response.text)
-            assert response.headers["content-type"] == PROBLEM
+            assert response.headers["content-type"] == rendering(path)
     assert not [r for r in caplog.records if r.exc_info]
 
 

@@ -5,6 +5,7 @@ Real processes, real model (SmolLM2-135M on the CPU), real XGrammar: marked `mod
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from typing import Any
 
 import httpx
 import jsonschema
+import openai
+import pydantic
 import pytest
 
 from tests.integration.gateway_process import gateway_process
@@ -133,3 +136,47 @@ def test_prod_unconfigured_falls_back_to_dev_saying_why(gateway: Gateway) -> Non
     )
     assert denied.status_code == 503
     assert denied.json()["missing_setting"] == "GATEWAY_TIER_PROD_URL"
+
+
+class City(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=20)
+    population: int = pydantic.Field(ge=0)
+
+
+CITY_TOOL: Any = {
+    "type": "function",
+    "function": {"name": "record_city", "description": "Record a city", "parameters": CITY},
+}
+
+
+# The SDK warns when it serializes a `.parse()` message it is handed back (its `parsed`
+# member is typed None on the base class): its own quirk, and the gateway accepts the result.
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+def test_the_openai_sdk_against_the_embedded_tier(gateway: Gateway) -> None:
+    """The official client, unchanged, through the gateway to SmolLM2: plain, parse, and a
+    tool call held to the tool's schema by XGrammar (required, and named)."""
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", timeout=300) as sdk:
+        plain = sdk.chat.completions.create(
+            model="dev", messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
+        )
+        assert plain.choices[0].message.content
+        messages: list[Any] = [{"role": "user", "content": "Invent a city."}]
+        parsed = sdk.chat.completions.parse(
+            model="dev", messages=messages, response_format=City, max_tokens=40, temperature=0
+        )
+        assert isinstance(parsed.choices[0].message.parsed, City)
+        messages.append(parsed.choices[0].message)  # the SDK's own message, sent back
+        messages.append({"role": "user", "content": "Record it."})
+        for choice in ("required", {"type": "function", "function": {"name": "record_city"}}):
+            resp = sdk.chat.completions.create(
+                model="dev",
+                messages=messages,
+                tools=[CITY_TOOL],
+                tool_choice=choice,  # type: ignore[arg-type]
+                max_tokens=40,
+                temperature=0,
+            )
+            (call,) = resp.choices[0].message.tool_calls or []
+            assert resp.choices[0].finish_reason == "tool_calls"
+            assert call.function.name == "record_city"  # type: ignore[union-attr]
+            jsonschema.validate(json.loads(call.function.arguments), CITY)  # type: ignore[union-attr]
