@@ -3,29 +3,31 @@
 >>> app = create_app(load_settings())                      # what `gateway serve` runs
 >>> app = create_app(settings, transport=respx_transport)  # tests: every tier call mocked
 
-The lifespan owns everything with a life of its own: one ``httpx.AsyncClient`` per tier,
-the warmth tracker and its background tasks. Nothing is created at import time.
+The lifespan owns everything with a life of its own: one tier client per tier, the warmth
+tracker and its background tasks. Nothing is created at import time.
+
+Every route, the two completion routes included, is a Litestar route handler: the edge
+middleware (request id, metric, log line, cancellation when the client hangs up), allowed
+hosts, CORS, the exception handlers (``gateway.problems``) and the generated OpenAPI document
+apply to all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.openapi.spec import Operation
 
 from gateway.auth import Gate
 from gateway.clock import Clock, SystemClock
 from gateway.dispatch import Dispatcher
-from gateway.lane import Lane
 from gateway.logs import configure_logging
-from gateway.observability import Metrics, request_id_middleware
-from gateway.openapi import document
+from gateway.observability import Metrics, edge_middleware
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import generate, openai, ops
 from gateway.runtime import Runtime
@@ -40,9 +42,12 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock | None = None,
-) -> GatewayApp:
+    allowed_hosts: Sequence[str] | None = None,
+    cors_config: CORSConfig | None = None,
+) -> Litestar:
     """Build the app; ``transport`` replaces the network for every tier, ``clock`` the time
-    (tests)."""
+    (tests). ``allowed_hosts`` and ``cors_config`` are Litestar's own, and apply to every
+    route (deployments that want them in front of the gateway)."""
     clock = clock or SystemClock()
     gate = Gate(settings)  # API keys, limits, spend: on when settings.keys_file is set
 
@@ -70,29 +75,22 @@ def create_app(
             checker=SchemaChecker(),
             metrics=metrics,
         )
-        app.state.runtime = lane.runtime = runtime
+        app.state.runtime = runtime
         try:
             await runtime.start()
             yield
         finally:
-            lane.runtime = None
+            del app.state.runtime
             await runtime.aclose()
 
-    lane = Lane(
-        {
-            "/generate": ("generate", generate.generate),
-            "/v1/chat/completions": ("chat_completions", openai.chat_completions),
-        },
-        max_body_bytes=settings.max_body_bytes,
-    )
-    return GatewayApp(
-        lane,
-        {"/generate": generate.DOCS, "/v1/chat/completions": openai.DOCS},
-        route_handlers=[*openai.HANDLERS, *ops.HANDLERS],
+    return Litestar(
+        route_handlers=[generate.generate, *openai.HANDLERS, *ops.HANDLERS],
         lifespan=[lifespan, gate.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        request_max_body_size=settings.max_body_bytes,
-        middleware=[request_id_middleware, gate.middleware],
+        request_max_body_size=settings.max_body_bytes,  # a 413 problem, chunked bodies too
+        middleware=[edge_middleware, gate.middleware],
+        allowed_hosts=list(allowed_hosts) if allowed_hosts is not None else None,
+        cors_config=cors_config,
         openapi_config=OpenAPIConfig(
             title="tier-gateway",
             version="0.1.0",
@@ -104,28 +102,6 @@ def create_app(
         debug=False,
         logging_config=None,  # logging is configured once, as JSON lines (observability.py)
     )
-
-
-class GatewayApp(Litestar):
-    """Litestar, with the completion lane (``gateway.lane``) in front of its router: the two
-    completion routes are answered before Litestar's machinery runs, everything else is
-    Litestar's. The lane's routes are added to the OpenAPI document Litestar generates."""
-
-    def __init__(self, lane: Lane, docs: dict[str, Operation], **config: Any) -> None:
-        self.lane = lane
-        self._lane_docs = docs
-        super().__init__(**config)
-        document(self.openapi_schema, docs)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in self.lane.routes:
-            await self.lane(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-    def register(self, value: Any) -> None:  # type: ignore[override]  # as Litestar's
-        super().register(value)
-        document(self.openapi_schema, self._lane_docs)  # a new route rebuilt the document
 
 
 def app_from_env() -> Litestar:

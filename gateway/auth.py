@@ -33,6 +33,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import Forbidden, GatewayError, Unauthenticated
 from gateway.keys import RELOAD_EVERY_S, Grant, KeyRecord, KeyStore
+from gateway.observability import facts_in
 from gateway.quotas import SWEEP_EVERY_S, Quotas
 from gateway.settings import Settings
 from gateway.spend import KeySpend, cost_usd, gpu_seconds
@@ -128,8 +129,8 @@ class Gate:
                 await app(scope, receive, send)
                 return
             sent = None
-            for name, value in scope["headers"]:
-                if name == b"authorization":
+            for header, value in scope["headers"]:
+                if header == b"authorization":
                     sent = value
                     break
             key: KeyRecord | None = None
@@ -142,9 +143,12 @@ class Gate:
                 assert self.quotas is not None
                 limit_headers = await self.quotas.admit(key)
             except GatewayError as error:
+                known = key.name if key is not None else "unknown"
+                facts_in(scope).key = known  # the log line names the key, never shows it
                 if self.spend is not None:
-                    self.spend.refuse(key.name if key is not None else "unknown", error.status)
+                    self.spend.refuse(known, error.status)
                 raise
+            facts_in(scope).key = key.name
             grant = Grant(key)
             scope.setdefault("state", {})["grant"] = grant
             await self._serve(app, scope, receive, send, grant, limit_headers)

@@ -36,7 +36,14 @@ HINTS = {
     "guided_choice": "not supported by the gateway; use a json_schema with an enum",
     "guided_grammar": "not supported by the gateway; use response_format json_schema",
     "guided_decoding_backend": "the tier pins XGrammar; remove this field",
-    "stream": "streaming is not supported yet; omit `stream` or send false",
+    # OpenAI fields whose meaning the gateway cannot keep: dropping them would change the
+    # answer in silence.
+    "functions": "the legacy functions API is not supported; use `tools`",
+    "function_call": "the legacy functions API is not supported; use `tool_choice`",
+    "modalities": "the tiers answer text only; remove `modalities`",
+    "audio": "the tiers answer text only; remove `audio`",
+    "prediction": "predicted outputs are not supported; remove `prediction`",
+    "web_search_options": "the tiers cannot search the web; remove `web_search_options`",
 }
 
 
@@ -70,11 +77,7 @@ def _collect(value: Any, typ: Any, path: str, out: list[dict[str, str]]) -> None
                 if field.required:
                     out.append({"path": f"{path}.{name}", "message": "required field is missing"})
                 continue
-            sub = f"{path}.{name}"
-            if name in HINTS and name == "stream" and value[name] is not False:
-                out.append({"path": sub, "message": HINTS[name]})
-                continue
-            _collect(value[name], hints[field.name], sub, out)
+            _collect(value[name], hints[field.name], f"{path}.{name}", out)
         return
     origin = typing.get_origin(typ)
     if origin is typing.Annotated:

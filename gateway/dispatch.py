@@ -36,8 +36,12 @@ from gateway.errors import (
 )
 from gateway.keys import Grant
 from gateway.routing import Action, Budget, Plan, TierView, plan_request
+from gateway.schemas import ChatCompletion
 from gateway.settings import FallbackMode, Settings, Tier
+from gateway.streaming import OpenedStream, open_stream
 from gateway.upstream import TierClient, TierReply
+
+EMPTY = ChatCompletion()  # a stream's reply: its answer is read later, by the relay
 
 
 class Warmth(Protocol):
@@ -66,6 +70,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     retry_on_violation: bool = False
     on_retry: Callable[[OutputInvalid], None] | None = None  # metrics: one call per retry
     grant: Grant | None = None  # the API key's (None: keys off)
+    stream: bool = False  # open a stream: served once its first bytes are in (no check here)
 
 
 def reseeded(body: bytes, attempt: int) -> bytes:
@@ -83,11 +88,12 @@ def _greedy(body: bytes) -> bool:
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    reply: TierReply
+    reply: TierReply  # for a stream: empty, its latency the time to first bytes
     output: Any  # what ``check`` returned (None without a check)
     requested: str
     served: str
     reason: str | None  # X-Fallback-Reason when served != requested (or a retry served)
+    stream: OpenedStream | None = None  # Job.stream: open, its first bytes in
 
 
 def failure_reason(error: GatewayError) -> str | None:
@@ -197,15 +203,25 @@ class Dispatcher:
             raise TierTimeout(f"no time was left to call tier {name}", tier=name, budget_s=0.0)
         started = self.clock()
         body = job.payload(tier)
-        retries = tier.schema_retries if job.retry_on_violation and not _greedy(body) else 0
+        stream = None
+        # A stream is checked by its relay, at its end: it is never sampled again here.
+        retries = (
+            tier.schema_retries
+            if job.retry_on_violation and not job.stream and not _greedy(body)
+            else 0
+        )
         for attempt in range(retries + 1):
             settled = False
             try:
-                reply = await self.clients[name].complete(
-                    reseeded(body, attempt) if attempt else body,
-                    budget_s=budget_s - (self.clock() - started),
-                    request_id=job.request_id,
-                )
+                if job.stream:
+                    stream = await self._open_stream(job, tier, budget_s)
+                    reply = TierReply(body=b"", completion=EMPTY, latency_s=stream.latency_s)
+                else:
+                    reply = await self.clients[name].complete(
+                        reseeded(body, attempt) if attempt else body,
+                        budget_s=budget_s - (self.clock() - started),
+                        request_id=job.request_id,
+                    )
                 settled = True
             except (TierUnavailable, TierTimeout, BadUpstreamResponse) as error:
                 settled = True
@@ -223,6 +239,9 @@ class Dispatcher:
             if job.grant is not None:  # the key pays for every answer, used or not
                 usage = reply.completion.usage
                 job.grant.answered(name, reply.latency_s, usage.total_tokens if usage else 0)
+            if stream is not None:
+                output = None
+                break
             try:
                 output = job.check(reply) if job.check is not None else None
                 break
@@ -243,7 +262,28 @@ class Dispatcher:
                 self.warmth.record_failure(name, bad.detail)
                 raise bad from None
         return Outcome(
-            reply=reply, output=output, requested=job.requested, served=name, reason=reason
+            reply=reply,
+            output=output,
+            requested=job.requested,
+            served=name,
+            reason=reason,
+            stream=stream,
+        )
+
+    async def _open_stream(self, job: Job, tier: Tier, budget_s: float) -> OpenedStream:
+        """A warm tier owes its first token within ``first_token``; a cold one boots first,
+        within the call's budget. Either way the stream is open (or failed, and may fall
+        back) before the client has a byte."""
+        first_s = budget_s
+        if (await self.warmth.view(tier.name)).warm:
+            first_s = min(budget_s, tier.timeouts.first_token)
+        return await open_stream(
+            self.clients[tier.name],
+            job.payload(tier),
+            budget_s=budget_s,
+            first_token_s=first_s,
+            idle_s=tier.timeouts.stream_idle,
+            request_id=job.request_id,
         )
 
     async def _refusal(self, plan: Plan) -> TierUnavailable:

@@ -1,24 +1,20 @@
-"""OpenAPI for the completion routes, which decode their own bodies (to report every bad
-field at once) and are served outside Litestar's router (``gateway.lane``).
+"""OpenAPI for the completion routes, which read their raw body and decode it themselves (to
+report every bad field at once), so Litestar cannot infer their request body.
 
-The request body is described by msgspec's own JSON Schema of the Struct, so the documentation
-and the validation cannot disagree. Litestar regenerates ``components/schemas`` from what it
-decodes itself, so nested definitions are inlined here rather than referenced.
+Litestar generates the document; each completion handler names an ``operation_class``
+(``documented``) that fills in the request body from msgspec's own JSON Schema of the Struct,
+so the documentation and the validation cannot disagree. Litestar regenerates
+``components/schemas`` from what it decodes itself, so nested definitions are inlined here
+rather than referenced.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar.openapi.spec import (
-    OpenAPI,
-    OpenAPIMediaType,
-    OpenAPIResponse,
-    Operation,
-    PathItem,
-    RequestBody,
-)
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody
 
 REF = "#/$defs/"
 
@@ -82,9 +78,17 @@ PROBLEMS = {
 }
 
 
-def document(openapi: OpenAPI, operations: dict[str, Operation]) -> None:
-    """Add POST operations that Litestar does not route (the completion lane's) to the
-    document it generated."""
-    for path, operation in operations.items():
-        openapi.paths = openapi.paths or {}
-        openapi.paths[path] = PathItem(post=operation)
+def documented(
+    request: type[msgspec.Struct], ok: type[msgspec.Struct] | None, description: str
+) -> type[Operation]:
+    """An ``operation_class`` for a handler that reads its body raw: the operation Litestar
+    builds, with the request body and the responses described from the Structs."""
+
+    @dataclass
+    class Documented(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = json_body(request)
+            self.responses = {"200": json_response(ok, description), **PROBLEMS}
+
+    Documented.__name__ = Documented.__qualname__ = f"{request.__name__}Operation"
+    return Documented

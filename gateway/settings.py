@@ -75,6 +75,11 @@ class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     connect: Seconds = 10.0
     warm: Seconds = 120.0  # whole request budget when the tier is warm
     cold: Seconds = 600.0  # whole request budget when the tier must boot first
+    # Streams (stream: true): the first token must come within `first_token` from a warm tier
+    # (from a cold one, within the cold budget: the boot comes first); after it, a gap of
+    # more than `stream_idle` between chunks ends the stream with an error event.
+    first_token: Seconds = 30.0
+    stream_idle: Seconds = 30.0
 
 
 class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

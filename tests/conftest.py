@@ -12,6 +12,7 @@ import respx
 from litestar.testing import TestClient
 
 from gateway.app import create_app
+from gateway.errors import PROBLEM_BASE
 from gateway.settings import Settings, load_settings
 from tests.hostile_tier import HostileTier
 from tests.redis_server import RedisServer
@@ -50,6 +51,16 @@ def completion(content: str = '{"name": "Ada", "age": 36}', **overrides: Any) ->
     return body
 
 
+def problem_of(response: httpx.Response) -> dict[str, Any]:
+    """The error's facts as problem members, from either rendering: RFC 9457 (``/generate``,
+    the ops routes) or OpenAI's envelope (``/v1/...``), whose ``code`` is the problem slug."""
+    body: dict[str, Any] = response.json()
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return body
+    return {**error, "type": PROBLEM_BASE + error["code"], "detail": error["message"]}
+
+
 PERSON_SCHEMA = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
@@ -70,13 +81,25 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "uncalled_routes: the test sets up tier routes to show they are not called (or that "
+        "hang), so the router does not check that every route was called",
+    )
+
+
 @pytest.fixture
-def router() -> Iterator[respx.MockRouter]:
-    # Used only through create_app's transport seam: nothing is patched globally. The dev
-    # tier (kind openai) is probed at start-up, as a real vLLM's /health would answer.
-    mock = respx.MockRouter(assert_all_called=False)
+def router(request: pytest.FixtureRequest) -> Iterator[respx.MockRouter]:
+    # Used only through create_app's transport seam: nothing is patched globally, so respx's
+    # own check (on leaving its context) never runs; it is run here, after the test: a route
+    # a test set up and nobody called means the test did not go where it thinks it went.
+    # The dev tier (kind openai) is probed at start-up, as a real vLLM's /health would answer.
+    mock = respx.MockRouter(assert_all_called=True)
     mock.get(DEV_URL + "/health", name="dev-health").respond(200)
-    return mock
+    yield mock
+    if request.node.get_closest_marker("uncalled_routes") is None:
+        mock.assert_all_called()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from gateway.tierspec import TierSpec
 __all__ = [
     "GENERATION_CONFIG",
     "STRUCTURED_OUTPUTS_BACKEND",
+    "TOOL_CALL_PARSER",
     "UnpinnedRevision",
     "check_pinned",
     "vllm_command",
@@ -36,6 +37,12 @@ __all__ = [
 # a 400 from vLLM, which the gateway maps to a client error.
 STRUCTURED_OUTPUTS_BACKEND = "xgrammar"
 GENERATION_CONFIG = "vllm"  # vLLM's defaults; "auto" (its default) reads the model's file
+
+# Tool calls: `auto` tool choice needs vLLM to pull calls out of the model's text, which takes
+# a parser matched to the model's chat template. Qwen2.5 writes Hermes-style
+# <tool_call>{...}</tool_call> blocks (its chat template says so), hence `hermes`. `required`
+# and a named tool choice need neither flag: vLLM constrains those with the grammar backend.
+TOOL_CALL_PARSER = "hermes"
 
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
@@ -94,6 +101,9 @@ def vllm_command(
         # constrained decoder off a JSON key it must repeat.
         "--generation-config",
         GENERATION_CONFIG,
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        TOOL_CALL_PARSER,
     ]
     if spec.fast_boot:
         # No torch.compile and no CUDA graphs: boots in weights + init time, decodes slower.

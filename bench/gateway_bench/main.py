@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hold", type=int, default=256, help="requests held for peak RSS (0: skip)")
     p.add_argument("--servers", action="store_true", help="also compare uvicorn and granian")
     p.add_argument("--out", default=str(RESULTS / "gateway-overhead"))
+    p.add_argument(
+        "--baseline",
+        default="",
+        help="also run `gateway serve` from this git revision (git archive), interleaved with "
+        "the working tree, as target gateway@REV: what a change cost, on the same load",
+    )
     return p.parse_args(argv)
 
 
@@ -161,6 +167,24 @@ def hold_test(workdir: Path, load: measure.Load, n: int, workers: int) -> dict[s
         slow.stop()
 
 
+def start_baseline(work: Path, rev: str, upstream: str, workers: int) -> Service:
+    """``gateway serve`` from ``rev``'s tree: its own copy, first on ``sys.path``."""
+    tree = work / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", rev], cwd=services.REPO, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return services.start_gateway(
+        work,
+        upstream,
+        workers,
+        name=f"gateway@{rev}",
+        extra_env={"PYTHONPATH": str(tree)},
+        cwd=tree,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     conc = [int(x) for x in args.concurrency.split(",")]
@@ -219,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
             for svc, load in targets.values():
                 warm(svc, load)
             targets["gateway /generate"] = (gw, gen)
+            if args.baseline:
+                base = start_baseline(work, args.baseline, stub.url, args.workers)
+                started_svcs.append(base)
+                base.wait_ready()
+                warm(base, chat)
+                targets[base.name] = (base, chat)
+                targets[f"{base.name} /generate"] = (base, gen)
             rows = interleaved(targets, conc, args)
             peak = {"gateway_vmhwm_sum_mb": measure.hwm_mb(gw.proc.pid)}
         finally:

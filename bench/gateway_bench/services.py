@@ -196,6 +196,7 @@ def start_gateway(
     name: str = "gateway",
     extra_env: dict[str, str] | None = None,
     server_argv: list[str] | None = None,
+    cwd: Path = REPO,
 ) -> Service:
     """``gateway serve`` by default; ``server_argv`` runs another server on the app factory
     (``{port}`` in it is filled in) for the server comparison."""
@@ -205,7 +206,8 @@ def start_gateway(
     if server_argv is not None:
         argv = [a.format(port=port, workers=workers) for a in server_argv]
     env = gateway_env(upstream, extra_env)
-    return Service(name, argv, port, "/health", log=workdir / f"{name}.log", env=env, cwd=REPO)
+    log = workdir / f"{name.replace('/', '_')}.log"
+    return Service(name, argv, port, "/health", log=log, env=env, cwd=cwd)
 
 
 def start_slow(workdir: Path, hold_s: float) -> Service:

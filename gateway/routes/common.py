@@ -1,6 +1,6 @@
-"""What both completion surfaces share: the request as the lane hands it over (``Call``),
-reading the routing headers, and the answer's tier headers. Handlers stay thin: decode,
-route, hand a Job to the dispatcher, encode."""
+"""What both completion surfaces share: the request's facts and routing headers, and the
+answer's tier headers. Handlers stay thin: read the body, decode, route, hand a Job to the
+dispatcher, encode."""
 
 from __future__ import annotations
 
@@ -8,107 +8,89 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from litestar import Request
+from litestar import Request, Response
 
 from gateway.dispatch import Outcome
 from gateway.errors import ClientError, OutputInvalid
+from gateway.observability import RequestFacts, facts_in
 from gateway.routing import Choice, choose_tier, parse_fallback_header, parse_timeout_header
 from gateway.runtime import Runtime
 from gateway.schema_check import CheckedSchema
 from gateway.settings import FallbackMode
 
 AnyRequest = Request[Any, Any, Any]
+JSON = "application/json"
 # The request headers a completion handler reads (ASGI gives names lower-cased, as bytes).
 ROUTING_HEADERS = frozenset(
     {b"x-model-tier", b"x-tier-fallback", b"x-request-timeout", b"x-schema-mode"}
 )
 
 
-class Call:
-    """One completion request: what the handler reads, and the facts it leaves for the
-    lane's metrics and log line."""
-
-    __slots__ = (
-        "body",
-        "fallback_reason",
-        "headers",
-        "path",
-        "problem",
-        "request_id",
-        "tier_requested",
-        "tier_served",
-        "upstream_s",
-    )
-
-    def __init__(self, path: str, headers: dict[bytes, bytes], body: bytes, request_id: str):
-        self.path = path
-        self.headers = headers  # only ROUTING_HEADERS
-        self.body = body
-        self.request_id = request_id
-        self.tier_requested: str | None = None
-        self.tier_served: str | None = None
-        self.fallback_reason: str | None = None
-        self.upstream_s: float | None = None
-        self.problem: str | None = None
-
-    def header(self, name: bytes) -> str | None:
-        value = self.headers.get(name)
-        return None if value is None else value.decode("latin-1")
+def runtime_of(request: AnyRequest) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
-class Answer:
-    """A handler's 200: the JSON body and the headers beside it."""
-
-    __slots__ = ("body", "headers")
-
-    def __init__(self, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.body = body
-        self.headers = headers
+def facts_of(request: AnyRequest) -> RequestFacts:
+    """Where the handler leaves what the metric and the log line say (gateway.observability)."""
+    return facts_in(request.scope)
 
 
 def route(
-    call: Call, runtime: Runtime, *, model: str | None
+    request: AnyRequest, facts: RequestFacts, runtime: Runtime, *, model: str | None
 ) -> tuple[Choice, FallbackMode, float | None]:
     """Tier, fallback mode and client deadline from the headers (and ``model``)."""
+    # One pass over the raw headers: cheaper than building Litestar's Headers for three.
+    sent = {
+        k.decode(): v.decode("latin-1") for k, v in request.scope["headers"] if k in ROUTING_HEADERS
+    }
     settings = runtime.settings
     choice = choose_tier(
-        header=call.header(b"x-model-tier"), model=model, env=settings.env, settings=settings
+        header=sent.get("x-model-tier"), model=model, env=settings.env, settings=settings
     )
-    call.tier_requested = choice.tier
+    facts.tier_requested = choice.tier
     tier = settings.tiers[choice.tier]
-    mode = parse_fallback_header(call.header(b"x-tier-fallback"), tier)
-    timeout = parse_timeout_header(call.header(b"x-request-timeout"))
+    mode = parse_fallback_header(sent.get("x-tier-fallback"), tier)
+    timeout = parse_timeout_header(sent.get("x-request-timeout"))
     return choice, mode, timeout
 
 
-def tier_headers(
-    call: Call, outcome: Outcome, started: float, unenforced: tuple[str, ...]
-) -> list[tuple[bytes, bytes]]:
-    """``X-Model-Tier-*`` and ``X-Fallback-Reason``; the gateway's own overhead in ms. Also
-    leaves the facts in the call for the metrics and the log line."""
-    call.tier_served = outcome.served
-    call.fallback_reason = outcome.reason
-    call.upstream_s = outcome.reply.latency_s
+def answer(
+    body: bytes,
+    facts: RequestFacts,
+    outcome: Outcome,
+    started: float,
+    unenforced: tuple[str, ...],
+) -> Response[bytes]:
+    """The 200: the JSON body with ``X-Model-Tier-*``, ``X-Fallback-Reason`` and the gateway's
+    own overhead in ms. Also leaves the facts for the metrics and the log line."""
+    facts.tier_served = outcome.served
+    facts.fallback_reason = outcome.reason
+    facts.upstream_s = outcome.reply.latency_s
     elapsed = time.perf_counter() - started
     overhead = max(elapsed - outcome.reply.latency_s, 0.0) * 1000
-    headers = [
-        (b"x-model-tier-requested", outcome.requested.encode()),
-        (b"x-model-tier-served", outcome.served.encode()),
-        (b"x-gateway-overhead-ms", b"%.2f" % overhead),
-    ]
+    headers = {
+        "x-model-tier-requested": outcome.requested,
+        "x-model-tier-served": outcome.served,
+        "x-gateway-overhead-ms": f"{overhead:.2f}",
+    }
     if outcome.reason is not None:
-        headers.append((b"x-fallback-reason", outcome.reason.encode()))
+        headers["x-fallback-reason"] = outcome.reason
     if unenforced:
         # Keywords the tier did not enforce (XGrammar skips them, or the schema was lowered
         # without them): the gateway checked them afterwards.
-        headers.append((b"x-schema-checked-after", ", ".join(unenforced).encode()))
-    return headers
+        headers["x-schema-checked-after"] = ", ".join(unenforced)
+    return Response(content=body, media_type=JSON, headers=headers)
 
 
-def apply_schema_mode(call: Call, runtime: Runtime, tier: str, checked: CheckedSchema) -> None:
+def apply_schema_mode(
+    request: AnyRequest, runtime: Runtime, tier: str, checked: CheckedSchema
+) -> None:
     """``X-Schema-Mode: strict`` (or the tier's ``schema_mode``) refuses a schema that needs
     lowering with today's 422; ``lower`` (the default) serves it lowered."""
-    value = call.header(b"x-schema-mode")
+    value = next(
+        (v.decode("latin-1") for k, v in request.scope["headers"] if k == b"x-schema-mode"), None
+    )
     mode = runtime.settings.tiers[tier].schema_mode if value is None else value.strip().lower()
     if mode not in ("lower", "strict"):
         raise ClientError(
@@ -129,8 +111,3 @@ def schema_retry_hooks(runtime: Runtime) -> tuple[
         lambda error: metrics.observe_schema_break(error, final=False),
         lambda error: metrics.observe_schema_break(error, final=True),
     )
-
-
-def runtime_of(request: AnyRequest) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime

@@ -1,5 +1,8 @@
-"""``POST /generate``: the native contract (prompt + schema -> validated JSON). Served by
-the completion lane (``gateway.lane``); ``DOCS`` is its OpenAPI operation."""
+"""``POST /generate``: the native contract (prompt + schema -> validated JSON).
+
+A lean Litestar handler: it takes the raw body and decodes it with ``gateway.decoding`` (every
+bad field named at once); its OpenAPI operation is described from the Structs
+(``gateway.openapi.documented``)."""
 
 from __future__ import annotations
 
@@ -7,22 +10,23 @@ import time
 from typing import Any
 
 import msgspec
-from litestar.openapi.spec import Operation
+from litestar import Response, post
 
+from gateway.auth import grant_of
 from gateway.context_fit import check_fits
 from gateway.decoding import decode_body
 from gateway.dispatch import Job
 from gateway.errors import OutputInvalid
-from gateway.openapi import PROBLEMS, json_body, json_response
+from gateway.openapi import documented
 from gateway.routes.common import (
-    Answer,
-    Call,
+    AnyRequest,
+    answer,
     apply_schema_mode,
+    facts_of,
     route,
+    runtime_of,
     schema_retry_hooks,
-    tier_headers,
 )
-from gateway.runtime import Runtime
 from gateway.schemas import GenerateRequest, GenerateResponse, Usage
 from gateway.settings import Tier
 from gateway.upstream import TierReply
@@ -60,12 +64,21 @@ def upstream_payload(req: GenerateRequest, tier: Tier, tier_schema: Any = None) 
     )
 
 
-async def generate(runtime: Runtime, call: Call) -> Answer:
+@post(
+    "/generate",
+    status_code=200,
+    summary="Generate JSON that satisfies a schema",
+    operation_id="Generate",
+    operation_class=documented(GenerateRequest, GenerateResponse, "Validated output"),
+)
+async def generate(request: AnyRequest) -> Response[bytes]:
     started = time.perf_counter()
-    req = decode_body(call.body, GenerateRequest)
+    runtime = runtime_of(request)
+    facts = facts_of(request)
+    req = decode_body(await request.body(), GenerateRequest)
     checked = runtime.checker.check(req.schema)  # preflight: before any tier is chosen
-    choice, mode, timeout = route(call, runtime, model=None)
-    apply_schema_mode(call, runtime, choice.tier, checked)
+    choice, mode, timeout = route(request, facts, runtime, model=None)
+    apply_schema_mode(request, runtime, choice.tier, checked)
     shown = len(req.prompt.encode()) + len(SYSTEM_PROMPT) + len(msgspec.json.encode(req.schema))
     check_fits(runtime.settings.tiers[choice.tier], text_bytes=shown, max_tokens=req.max_tokens)
     on_retry, on_final = schema_retry_hooks(runtime)
@@ -82,7 +95,8 @@ async def generate(runtime: Runtime, call: Call) -> Answer:
                 client_timeout_s=timeout,
                 payload=lambda tier: upstream_payload(req, tier, checked.tier_schema),
                 check=check,
-                request_id=call.request_id,
+                request_id=facts.request_id,
+                grant=grant_of(request.scope),  # the API key (None: keys off)
                 retry_on_violation=bool(checked.checked_after),
                 on_retry=on_retry,
             )
@@ -102,14 +116,4 @@ async def generate(runtime: Runtime, call: Call) -> Answer:
         usage=completion.usage or Usage(),
         latency_ms=round(outcome.reply.latency_s * 1000, 2),
     )
-    return Answer(
-        msgspec.json.encode(body), tier_headers(call, outcome, started, checked.checked_after)
-    )
-
-
-DOCS = Operation(
-    summary="Generate JSON that satisfies a schema",
-    operation_id="Generate",
-    request_body=json_body(GenerateRequest),
-    responses={"200": json_response(GenerateResponse, "Validated output"), **PROBLEMS},
-)
+    return answer(msgspec.json.encode(body), facts, outcome, started, checked.checked_after)

@@ -122,6 +122,7 @@ def test_more_303_hops_than_the_budget_allows_is_a_504_naming_the_tier(
     assert loop.call_count == 5
 
 
+@pytest.mark.uncalled_routes
 def test_redirect_to_another_origin_is_a_502_and_never_followed(
     warm_client: TestClient[Any], router: respx.MockRouter
 ) -> None:
@@ -250,6 +251,7 @@ def test_client_may_not_lengthen_the_deadline(
     assert response.json()["budget_s"] == 120.0
 
 
+@pytest.mark.uncalled_routes
 def test_the_budget_bounds_the_whole_exchange(
     client: TestClient[Any], router: respx.MockRouter
 ) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.cli import _loopback, main
 from gateway.keys import KeyRecord, add_key, hash_key, new_key
-from tests.integration.test_serve import gateway_process, stop_group
+from tests.integration.gateway_process import gateway_process, stop_group
 from tests.redis_server import RedisServer
 
 

@@ -10,7 +10,7 @@ import pytest
 import respx
 from litestar.testing import TestClient
 
-from tests.conftest import DEV_URL, PERSON_SCHEMA, PROD_URL, completion
+from tests.conftest import DEV_URL, PERSON_SCHEMA, PROD_URL, completion, problem_of
 
 CHAT = "/v1/chat/completions"
 
@@ -89,7 +89,7 @@ def test_json_object_mode_rejects_non_object_output(
         },
     )
     assert response.status_code == 502
-    assert response.json()["type"].endswith("/output-invalid")
+    assert problem_of(response)["type"].endswith("/output-invalid")
 
 
 def test_plain_text_is_forwarded_untouched(
@@ -107,3 +107,45 @@ def test_plain_text_is_forwarded_untouched(
 def test_models_lists_the_tiers(sdk: openai.OpenAI) -> None:
     models = {m.id: m for m in sdk.models.list()}
     assert set(models) == {"dev", "prod"}
+
+
+def sse_body(*contents: str) -> bytes:
+    events = [{"choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]}
+              for c in contents]  # fmt: skip
+    return b"".join(b"data: " + msgspec.json.encode(e) + b"\n\n" for e in events) + (
+        b"data: [DONE]\n\n"
+    )
+
+
+def test_a_stream_falls_back_before_its_first_byte(
+    warm_client: TestClient[Any], router: respx.MockRouter
+) -> None:
+    prod = router.post(PROD_URL + CHAT).respond(503, headers={"Retry-After": "30"})
+    dev = router.post(DEV_URL + CHAT).respond(
+        200, content=sse_body("Hel", "lo"), headers={"content-type": "text/event-stream"}
+    )
+    with warm_client.stream(
+        "POST",
+        CHAT,
+        json={"model": "prod", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["x-model-tier-served"] == "dev"
+        assert response.headers["x-fallback-reason"] == "unavailable"
+        body = response.read()
+    assert prod.call_count == 1 and dev.call_count == 1
+    assert body == sse_body("Hel", "lo")  # as the tier sent it
+    assert msgspec.json.decode(dev.calls.last.request.content)["stream"] is True
+
+
+def test_a_stream_the_tier_cannot_open_is_a_status_not_an_event(
+    warm_client: TestClient[Any], router: respx.MockRouter
+) -> None:
+    router.post(DEV_URL + CHAT).respond(400, json={"error": {"message": "prompt too long"}})
+    response = warm_client.post(
+        CHAT,
+        json={"model": "dev", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].endswith("prompt too long")
+    assert response.headers["x-should-retry"] == "false"

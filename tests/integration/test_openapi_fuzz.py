@@ -37,14 +37,19 @@ schema = schemathesis.openapi.from_dict(document())
 
 @schemathesis.check
 def answered_by_the_gateway(ctx: CheckContext, response: Any, case: Any) -> bool | None:
-    """No 500; every 4xx and 5xx is an RFC 9457 problem (a tier's fault names the tier)."""
+    """No 500; every 4xx and 5xx is an RFC 9457 problem, or on /v1/... OpenAI's envelope
+    around the same facts (a tier's fault names the tier)."""
     status = response.status_code
     if status == 500:
         raise AssertionError(f"500 from {case.method} {case.path}: {response.text[:300]}")
     if status >= 400:
         content_type = response.headers.get("content-type", [""])
         first = content_type[0] if isinstance(content_type, list) else content_type
-        assert first.startswith(PROBLEM), f"{status} without a problem body: {first}"
+        if case.path.startswith("/v1/"):
+            error = response.json().get("error")
+            assert isinstance(error, dict) and error.get("message"), f"{status} without an error"
+        else:
+            assert first.startswith(PROBLEM), f"{status} without a problem body: {first}"
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import respx
 from litestar.testing import TestClient
 
@@ -25,6 +26,7 @@ def test_ready_with_a_usable_tier(client: TestClient[Any], router: respx.MockRou
     assert router.calls.call_count == before
 
 
+@pytest.mark.uncalled_routes
 def test_not_ready_without_any_usable_tier(make_client: Any) -> None:
     client = make_client(load_settings(environ={"GATEWAY_LOCAL_TIER": "off"}))
     response = client.get("/ready")

@@ -28,7 +28,7 @@ import pytest
 import gateway
 from gateway.serving import free_port
 from tests.conftest import PERSON_SCHEMA
-from tests.integration.test_serve import stop_group
+from tests.integration.gateway_process import stop_group
 from tests.redis_server import RedisServer
 
 REPO = Path(gateway.__file__).resolve().parent.parent

@@ -87,6 +87,7 @@ def test_greedy_sampling_is_not_retried(client: TestClient[Any], router: respx.M
     assert route.call_count == 1  # the same prompt at temperature 0 answers the same
 
 
+@pytest.mark.uncalled_routes
 def test_strict_mode_per_request_keeps_the_422(
     client: TestClient[Any], router: respx.MockRouter
 ) -> None:

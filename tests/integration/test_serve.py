@@ -3,16 +3,13 @@ drains in-flight requests before exiting 0."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -20,50 +17,8 @@ import pytest
 
 from gateway.serving import free_port
 from tests.conftest import PERSON_SCHEMA
+from tests.integration.gateway_process import gateway_process
 from tests.integration.upstream_stub import stub_upstream
-
-STARTUP_S = 30.0  # a cold interpreter imports litestar, msgspec, httpx, uvicorn
-
-
-@contextmanager
-def gateway_process(env: dict[str, str], *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), *args],
-        env={**os.environ, "GATEWAY_LOCAL_TIER": "off", **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own group: workers are stopped with it, never orphaned
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"gateway did not start: {proc.communicate()[0]}")
-        yield proc, url
-    finally:
-        stop_group(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def stop_group(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM to the whole group (supervisor and workers drain), SIGKILL what is left."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # workers still draining, or a hung supervisor
-    proc.wait()
 
 
 def test_serve_prints_where_it_listens_and_what_tiers_point_at() -> None:

@@ -5,21 +5,19 @@ Real processes, real model (SmolLM2-135M on the CPU), real XGrammar: marked `mod
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
+import json
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import jsonschema
+import openai
+import pydantic
 import pytest
 
-from gateway.serving import free_port
+from tests.integration.gateway_process import gateway_process
 
 pytestmark = pytest.mark.model
 
@@ -44,56 +42,26 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[Gateway]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # a kill takes the embedded tier's process with it
-    )
-    url = f"http://127.0.0.1:{port}"
-    gw = Gateway(proc, url)
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        try:
-            gw.early["health"] = httpx.get(url + "/health", timeout=1.0)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                kill_group(proc)
-                pytest.fail(f"gateway did not start: {proc.communicate()[0]}")
-            time.sleep(0.1)
-    # The gateway answers before the model is loaded: the dev tier is still booting.
-    gw.early["status"] = httpx.get(url + "/status", timeout=5.0).json()
-    gw.early["models"] = httpx.get(url + "/v1/models", timeout=5.0).json()
+    # No GATEWAY_* at all: dev is the embedded tier, started by `gateway serve` as its child.
+    with gateway_process({}, local_tier=True, startup_s=STARTUP_S) as (proc, url):
+        gw = Gateway(proc, url)
+        # The gateway answers before the model is loaded: the dev tier is still booting.
+        gw.early["health"] = httpx.get(url + "/health", timeout=1.0)
+        gw.early["status"] = httpx.get(url + "/status", timeout=5.0).json()
+        gw.early["models"] = httpx.get(url + "/v1/models", timeout=5.0).json()
 
-    # A request sent during the cold start follows dev's mode (`wait`): held, then served.
-    def during_boot() -> None:
-        gw.early["generate"] = httpx.post(
-            url + "/generate",
-            json={"prompt": "Invent a fictional city.", "schema": CITY, "max_tokens": 40},
-            timeout=600,
-        )
+        # A request sent during the cold start follows dev's mode (`wait`): held, then served.
+        def during_boot() -> None:
+            gw.early["generate"] = httpx.post(
+                url + "/generate",
+                json={"prompt": "Invent a fictional city.", "schema": CITY, "max_tokens": 40},
+                timeout=600,
+            )
 
-    caller = threading.Thread(target=during_boot)
-    caller.start()
-    caller.join(timeout=600)
-    yield gw
-    proc.send_signal(signal.SIGTERM)
-    try:
-        gw.early["exit"] = proc.wait(timeout=60)
-    finally:
-        kill_group(proc)  # whatever is left: a hung gateway, or its child
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        caller = threading.Thread(target=during_boot)
+        caller.start()
+        caller.join(timeout=600)
+        yield gw
 
 
 def test_the_gateway_answers_while_the_model_loads(gateway: Gateway) -> None:
@@ -168,3 +136,47 @@ def test_prod_unconfigured_falls_back_to_dev_saying_why(gateway: Gateway) -> Non
     )
     assert denied.status_code == 503
     assert denied.json()["missing_setting"] == "GATEWAY_TIER_PROD_URL"
+
+
+class City(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=20)
+    population: int = pydantic.Field(ge=0)
+
+
+CITY_TOOL: Any = {
+    "type": "function",
+    "function": {"name": "record_city", "description": "Record a city", "parameters": CITY},
+}
+
+
+# The SDK warns when it serializes a `.parse()` message it is handed back (its `parsed`
+# member is typed None on the base class): its own quirk, and the gateway accepts the result.
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+def test_the_openai_sdk_against_the_embedded_tier(gateway: Gateway) -> None:
+    """The official client, unchanged, through the gateway to SmolLM2: plain, parse, and a
+    tool call held to the tool's schema by XGrammar (required, and named)."""
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", timeout=300) as sdk:
+        plain = sdk.chat.completions.create(
+            model="dev", messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
+        )
+        assert plain.choices[0].message.content
+        messages: list[Any] = [{"role": "user", "content": "Invent a city."}]
+        parsed = sdk.chat.completions.parse(
+            model="dev", messages=messages, response_format=City, max_tokens=40, temperature=0
+        )
+        assert isinstance(parsed.choices[0].message.parsed, City)
+        messages.append(parsed.choices[0].message)  # the SDK's own message, sent back
+        messages.append({"role": "user", "content": "Record it."})
+        for choice in ("required", {"type": "function", "function": {"name": "record_city"}}):
+            resp = sdk.chat.completions.create(
+                model="dev",
+                messages=messages,
+                tools=[CITY_TOOL],
+                tool_choice=choice,  # type: ignore[arg-type]
+                max_tokens=40,
+                temperature=0,
+            )
+            (call,) = resp.choices[0].message.tool_calls or []
+            assert resp.choices[0].finish_reason == "tool_calls"
+            assert call.function.name == "record_city"  # type: ignore[union-attr]
+            jsonschema.validate(json.loads(call.function.arguments), CITY)  # type: ignore[union-attr]

@@ -43,6 +43,9 @@ def test_each_tier_serves_its_pinned_model_with_xgrammar(
     assert float(flag(cmd, "--gpu-memory-utilization")) == spec.gpu_memory_utilization
     assert flag(cmd, "--max-num-seqs") == str(spec.max_concurrency)
     assert flag(cmd, "--port") == str(spec.port)
+    # Qwen2.5 writes Hermes-style <tool_call> blocks: `auto` tool choice needs that parser.
+    assert "--enable-auto-tool-choice" in cmd
+    assert flag(cmd, "--tool-call-parser") == "hermes"
 
 
 @pytest.mark.parametrize("tier", sorted(SPECS))
@@ -129,5 +132,7 @@ def test_vllms_own_parser_accepts_the_command(tier: str, monkeypatch: pytest.Mon
         assert args.generation_config == "vllm"
         assert args.enforce_eager is variant.fast_boot
         assert args.max_num_seqs == variant.max_concurrency
+        assert args.enable_auto_tool_choice is True
+        assert args.tool_call_parser == "hermes"
         if not variant.fast_boot:
             assert args.max_cudagraph_capture_size == variant.max_concurrency

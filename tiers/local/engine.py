@@ -18,6 +18,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,21 @@ class Engine:
         except RuntimeError as exc:  # xgrammar raises RuntimeError for every schema problem
             raise GrammarError(_xgrammar_reason(exc)) from exc
 
-    def generate(self, job: Prepared, sampling: Sampling, cancel: threading.Event) -> Completion:
+    def generate(
+        self,
+        job: Prepared,
+        sampling: Sampling,
+        cancel: threading.Event,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        """Run the job to its end. ``on_text`` (streaming) is called, on this thread, with
+        each piece of text as soon as it is final: a piece that may yet turn out to start a
+        stop string, or that ends inside a multi-byte character, is held back until it is
+        settled. The pieces joined are a prefix of ``Completion.text``; the caller sends the
+        rest once it returns."""
         started = time.perf_counter()
+        holdback = max((len(s) for s in sampling.stop), default=1) - 1
+        shown = 0
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(63)
         generator = torch.Generator().manual_seed(seed)
         matcher = xgr.GrammarMatcher(job.grammar) if job.grammar else None
@@ -121,6 +135,12 @@ class Engine:
                 if sampling.stop and (hit := self._stop_string(out, sampling.stop)):
                     finish, (text, stop_reason) = "stop", hit
                     break
+                if on_text is not None:
+                    so_far = self.tokenizer.decode(out, skip_special_tokens=True)
+                    settled = len(so_far.rstrip("\ufffd")) - holdback
+                    if settled > shown:
+                        on_text(so_far[shown:settled])
+                        shown = settled
                 inputs = torch.tensor([[token]])
         if text is None:
             text = self.tokenizer.decode(out, skip_special_tokens=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tiers.local.protocol import ChatCompletionRequest, RequestRejected
+from tiers.local.tools import ToolPlan, render_messages
 
 
 class GrammarError(ValueError):
@@ -76,6 +77,7 @@ class Completion:
 class JobSpec:
     messages: list[dict[str, str]]
     grammar: GrammarRequest | None
+    tools: ToolPlan | None
     max_tokens: int | None
     temperature: float
     top_p: float
@@ -90,8 +92,6 @@ class JobSpec:
             raise RequestRejected("messages must not be empty", param="messages")
         if req.n != 1:
             raise RequestRejected("the local tier generates one choice (n=1)", param="n")
-        if req.stream:
-            raise RequestRejected("the local tier does not stream", param="stream")
         max_tokens = req.max_completion_tokens or req.max_tokens
         if max_tokens is not None and max_tokens < 1:
             raise RequestRejected("max_tokens must be at least 1", param="max_tokens")
@@ -102,9 +102,13 @@ class JobSpec:
         if not 0 < top_p <= 1:
             raise RequestRejected("top_p must be in (0, 1]", param="top_p")
         stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+        tools = ToolPlan.from_request(req)
+        held = tools.grammar() if tools is not None else None
         return cls(
-            messages=[{"role": m.role, "content": m.text()} for m in req.messages],
-            grammar=_grammar(req),
+            messages=render_messages(req),
+            # a tool call's grammar wins over response_format: the answer is the call
+            grammar=_grammar(req) if held is None else GrammarRequest.json_schema(json.dumps(held)),
+            tools=tools,
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,

@@ -28,9 +28,47 @@ class TextPart(msgspec.Struct, frozen=True):
     text: str
 
 
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
+    class Function(msgspec.Struct, frozen=True):
+        name: str
+        arguments: str  # JSON text, as OpenAI sends it
+
+    id: str = ""
+    type: str = "function"
+    function: Function
+
+
+class FunctionDef(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+
+class Tool(msgspec.Struct, frozen=True):
+    function: FunctionDef
+    type: Literal["function"] = "function"
+
+
+class NamedToolChoice(msgspec.Struct, frozen=True):
+    class Name(msgspec.Struct, frozen=True):
+        name: str
+
+    function: Name
+    type: Literal["function"] = "function"
+
+
+class StreamOptions(msgspec.Struct, frozen=True):
+    include_usage: bool = False
+
+
 class ChatMessage(msgspec.Struct, frozen=True):
     role: str
     content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -62,6 +100,10 @@ class ChatCompletionRequest(msgspec.Struct, frozen=True):
     response_format: ResponseFormat | None = None
     n: int = 1
     stream: bool = False
+    stream_options: StreamOptions | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # one call per turn here, whatever it says
     ignore_eos: bool = False  # vLLM extension: keep generating past end-of-turn (text only)
 
 
@@ -100,17 +142,20 @@ def error_body(status: int, message: str, param: str | None = None) -> ErrorResp
 
 
 class AssistantMessage(msgspec.Struct, frozen=True):
-    content: str
+    content: str | None
     role: str = "assistant"
     refusal: None = None
-    tool_calls: list[Any] = msgspec.field(default_factory=list)
+    tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
     reasoning_content: None = None
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class Choice(msgspec.Struct, frozen=True):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
     stop_reason: str | int | None = None
     logprobs: None = None
 

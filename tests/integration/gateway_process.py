@@ -1,0 +1,83 @@
+"""``gateway serve`` as a real process, for every test that needs one: on a free loopback
+port, in its own process group (workers and the embedded tier go with it), ready when
+``/health`` answers, and stopped however the test ends: SIGTERM to the group (the gateway
+drains), then SIGKILL for whatever is left.
+
+>>> with gateway_process({"GATEWAY_TIER_DEV_URL": url}, "--workers", "2") as (proc, base):
+...     httpx.get(base + "/health")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from gateway.serving import free_port
+
+STARTUP_S = 30.0  # a cold interpreter imports litestar, msgspec, httpx, uvicorn
+STOP_S = 30.0  # a drain of in-flight requests; then SIGKILL
+
+
+@contextmanager
+def gateway_process(
+    env: dict[str, str],
+    *args: str,
+    local_tier: bool = False,
+    startup_s: float = STARTUP_S,
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``gateway serve --port P *args``. The test's environment is inherited without its
+    ``GATEWAY_*`` variables, so only ``env`` configures the gateway; the embedded CPU tier is
+    off unless ``local_tier``."""
+    port = free_port()
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    if not local_tier:
+        inherited["GATEWAY_LOCAL_TIER"] = "off"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), *args],
+        env={**inherited, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own group: workers are stopped with it, never orphaned
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while not _answers(url):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                stop_group(proc, grace_s=0)
+                pytest.fail(f"gateway did not start: {proc.communicate()[0]}")
+            time.sleep(0.1)  # a process's start-up has no event to wait on from here
+        yield proc, url
+    finally:
+        stop_group(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def stop_group(proc: subprocess.Popen[str], grace_s: float = STOP_S) -> None:
+    """SIGTERM to the whole group (supervisor and workers drain), SIGKILL what is left."""
+    if grace_s > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # workers still draining, or a hung supervisor
+    proc.wait()
