@@ -74,7 +74,8 @@ def test_the_assembled_content_is_checked_at_the_end() -> None:
         },
         ChatCompletionRequest,
     )
-    check, _ = output_check(req, SchemaChecker())
+    checker = SchemaChecker()
+    check, _ = output_check(req, checker.check(schema), checker)
     good = relay([event('{"a"'), event(": 1}"), event("", "stop") + DONE], check)
     assert good[-1] == DONE and not any(b'"error"' in piece for piece in good)
     bad = relay([event('{"a"'), event(': "1"}'), event("", "stop") + DONE], check)
