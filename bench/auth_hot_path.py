@@ -1,4 +1,4 @@
-"""What API keys and limits cost a request: the auth middleware (``gateway.auth.Gate``) in
+"""What API keys and limits cost a request: the auth middleware (``gateway.http.auth.Gate``) in
 front of an ASGI app that answers at once, 16 requests in flight, CPU time per request.
 
 Run: PYTHONPATH=$PWD .venv/bin/python bench/auth_hot_path.py
@@ -20,11 +20,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from gateway.auth import Gate, grant_of
-from gateway.keys import KeyRecord, add_key, hash_key, new_key
-from gateway.quotas import Quotas
+from gateway.access.keys import KeyRecord, add_key, hash_key, new_key
+from gateway.access.quotas import Quotas
+from gateway.access.spend import KeySpend
+from gateway.http.auth import Gate, grant_of
 from gateway.settings import load_settings
-from gateway.spend import KeySpend
 
 C = 16  # requests in flight, as the overhead benchmark's c=16
 REQUESTS = 20_000

@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 from litestar import Litestar
 
+from gateway.access.keys import KeyRecord, add_key, hash_key, new_key
 from gateway.app import create_app
-from gateway.keys import KeyRecord, add_key, hash_key, new_key
 from gateway.settings import load_settings
 
 C = 16

@@ -27,7 +27,7 @@ import measure  # noqa: E402  # the overhead benchmark's helpers, beside it
 import payloads  # noqa: E402
 import services  # noqa: E402
 
-from gateway.keys import KeyRecord, add_key, hash_key, new_key  # noqa: E402
+from gateway.access.keys import KeyRecord, add_key, hash_key, new_key  # noqa: E402
 
 HUGE = 10**9  # limits that are counted but never reached
 

@@ -166,7 +166,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.ops.cli",
             "serve",
             "--port",
             str(gateway_port),

@@ -45,7 +45,7 @@ cold = {cold_budget}     # the boot plus the time to answer 10k once warm
 
 def free_port() -> int:
     sys.path.insert(0, str(REPO))
-    from gateway.serving import free_port as pick
+    from gateway.ops.serving import free_port as pick
 
     return pick()
 
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         procs.append(tier)
         gw = subprocess.Popen(
-            [python, "-m", "gateway.cli", "serve", "--port", str(gw_port), "--workers", "1"],
+            [python, "-m", "gateway.ops.cli", "serve", "--port", str(gw_port), "--workers", "1"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(workdir / "gateway.log", "wb"),  # noqa: SIM115  # closed with the process

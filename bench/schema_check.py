@@ -28,7 +28,7 @@ import jsonschema_rs
 import msgspec
 
 from gateway.errors import GatewayError
-from gateway.schema_check import SchemaChecker
+from gateway.structured.preflight import SchemaChecker
 
 CORPUS = Path(__file__).parents[1] / "tests" / "data" / "schemas"
 LOREM = "Describes the field for the model and for humans reading the schema. " * 3

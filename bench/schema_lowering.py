@@ -6,9 +6,9 @@ two retries fix it? The real model (SmolLM2-135M on CPU, ``tiers.local``), real 
 For each sample schema the preflight lowers a keyword the tier cannot enforce; the tier gets
 the lowered schema (and the model is shown the original, as ``/generate`` does), the output
 is validated against the original, and a broken output is sampled again with the seeds the
-gateway's retry uses (``gateway.dispatch.reseeded``: seed 0, 1, 2, ...) at /generate's default
-temperature. Each trial starts from its own base seed. Writes bench/results/schema_lowering.md
-(``--out``) and prints the same table.
+gateway's retry uses (``gateway.routing.dispatch.reseeded``: seed 0, 1, 2, ...) at
+/generate's default temperature. Each trial starts from its own base seed. Writes
+bench/results/schema_lowering.md (``--out``) and prints the same table.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway.errors import OutputInvalid
-from gateway.routes.generate import SYSTEM_PROMPT
-from gateway.schema_check import SchemaChecker
+from gateway.http.routes.generate import SYSTEM_PROMPT
+from gateway.structured.preflight import SchemaChecker
 from tiers.local.testing import local_tier_server
 
 TEMPERATURE = 0.3  # GenerateRequest's default

@@ -197,7 +197,7 @@ def main() -> int:
     env = {**os.environ, "GATEWAY_LOCAL_TIER": "off", "GATEWAY_TIER_DEV_KIND": "openai",
            "GATEWAY_TIER_DEV_URL": tier_url, "GATEWAY_ENV": "dev"}  # fmt: skip
     gw = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(gw_port)],
+        [sys.executable, "-m", "gateway.ops.cli", "serve", "--port", str(gw_port)],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -19,7 +19,7 @@ from typing import Any
 
 import uvloop
 
-from gateway.tier_http import AiohttpExchanger, RawRequest
+from gateway.routing.tier_http import AiohttpExchanger, RawRequest
 
 BODY = (
     b'{"id":"x","model":"dev","choices":[{"index":0,"message":{"role":"assistant",'

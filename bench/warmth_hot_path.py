@@ -11,9 +11,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.warmstore import SqliteStore, TierRecord
-from gateway.warmth import WarmthTracker
-from gateway.warmthtypes import TierWarmthConfig
+from gateway.warmth.store import SqliteStore, TierRecord
+from gateway.warmth.tracker import WarmthTracker
+from gateway.warmth.types import TierWarmthConfig
 
 PROD = TierWarmthConfig(
     kind="modal",

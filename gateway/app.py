@@ -8,7 +8,7 @@ tracker and its background tasks. Nothing is created at import time.
 
 Every route, the two completion routes included, is a Litestar route handler: the edge
 middleware (request id, metric, log line, cancellation when the client hangs up), allowed
-hosts, CORS, the exception handlers (``gateway.problems``) and the generated OpenAPI document
+hosts, CORS, the exception handlers (``gateway.http.problems``) and the generated OpenAPI document
 apply to all of them.
 """
 
@@ -23,18 +23,18 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
-from gateway.auth import Gate
 from gateway.clock import Clock, SystemClock
-from gateway.dispatch import Dispatcher
+from gateway.http.auth import Gate
+from gateway.http.observability import Metrics, edge_middleware
+from gateway.http.problems import EXCEPTION_HANDLERS
+from gateway.http.routes import generate, openai, ops
 from gateway.logs import configure_logging
-from gateway.observability import Metrics, edge_middleware
-from gateway.problems import EXCEPTION_HANDLERS
-from gateway.routes import generate, openai, ops
+from gateway.routing.dispatch import Dispatcher
+from gateway.routing.tier_client import TierClient
+from gateway.routing.tier_states import TierStates
 from gateway.runtime import Runtime
-from gateway.schema_check import SchemaChecker
 from gateway.settings import Settings, load_settings
-from gateway.tierstate import TierStates
-from gateway.upstream import TierClient
+from gateway.structured.preflight import SchemaChecker
 
 
 def create_app(

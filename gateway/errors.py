@@ -1,5 +1,5 @@
 """The gateway's exceptions. Each class carries its HTTP status and problem type; one
-place (``gateway.problems``) renders them as RFC 9457 ``application/problem+json``.
+place (``gateway.http.problems``) renders them as RFC 9457 ``application/problem+json``.
 
 ::
 
@@ -107,7 +107,7 @@ class PayloadTooLarge(ClientError):
 
 
 class BodyTimeout(ClientError):
-    """Raised by the server's receive guard (``gateway.body_deadline``), so a trickled body
+    """Raised by the server's receive guard (``gateway.http.body_deadline``), so a trickled body
     ends in the same problem on every route; it always closes the connection."""
 
     status = 408

@@ -1,5 +1,5 @@
 """JSON log lines: one object per line on stderr, the record's ``extra`` fields as
-top-level keys. Kept apart from ``gateway.observability`` so that the ``gateway serve``
+top-level keys. Kept apart from ``gateway.http.observability`` so that the ``gateway serve``
 supervisor, which only configures logging, imports neither Litestar nor prometheus_client
 (~25 MB in a process that serves nothing).
 """

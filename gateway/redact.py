@@ -124,7 +124,7 @@ class Redactor:
         return text
 
     def scrub_text(self, text: str) -> str:
-        """Known secret values and anything shaped as a client API key (``gateway.keys``:
+        """Known secret values and anything shaped as a client API key (``gateway.access.keys``:
         only their hashes are known) replaced (a cassette file's last pass)."""
         if KEY_PREFIX in text:
             text = KEY_PATTERN.sub(REDACTED, text)

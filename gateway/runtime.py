@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.dispatch import Dispatcher
-from gateway.observability import Metrics
+from gateway.access.spend import spend_by_tier
+from gateway.http.observability import Metrics
 from gateway.redact import RedactingFilter, Redactor
-from gateway.schema_check import SchemaChecker
-from gateway.serving import follow_supervisor
+from gateway.routing.dispatch import Dispatcher
+from gateway.routing.tier_client import TierClient
+from gateway.routing.tier_states import TierStates
 from gateway.settings import Settings
-from gateway.spend import spend_by_tier
-from gateway.tierstate import TierStates
-from gateway.upstream import TierClient
+from gateway.structured.preflight import SchemaChecker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +55,16 @@ class Runtime:
     async def status(self) -> dict[str, Any]:
         out = await self.warmth.status(self.metrics.counts())
         for tier, keys in spend_by_tier(self.metrics.registry).items():
-            if tier in out:  # what each API key spent on this tier (gateway.spend)
+            if tier in out:  # what each API key spent on this tier (gateway.access.spend)
                 out[tier]["keys"] = keys
         return out
+
+
+async def follow_supervisor(pid: int, every_s: float = 1.0) -> None:
+    """In a worker of ``serve --workers N``: once the supervisor ``pid`` is gone (killed hard,
+    so it could not stop its workers), drain and stop, as on SIGTERM. Otherwise an orphaned
+    worker would go on serving the port and block the next ``gateway serve`` from binding it."""
+    while os.getppid() == pid:  # noqa: ASYNC110  nothing signals a parent's death: poll
+        await asyncio.sleep(every_s)
+    log.warning("the gateway serve supervisor (pid %d) is gone: this worker stops", pid)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -1,6 +1,6 @@
 """Request and response bodies: the native ``/generate`` contract and the OpenAI subset.
 
-Every body is decoded straight into these Structs (see ``gateway.decoding``); constraints
+Every body is decoded straight into these Structs (see ``gateway.http.decoding``); constraints
 live in the annotations so that the OpenAPI schema and the validation are the same thing.
 """
 
@@ -48,7 +48,7 @@ class GenerateResponse(msgspec.Struct, frozen=True, kw_only=True):
 # What a client sends falls into four kinds (docs/api.md lists them): fields the tier
 # understands are forwarded; bookkeeping the gateway has no use for is accepted and dropped
 # (``IGNORED_FIELDS``); fields that would silently change meaning are refused with a hint
-# (``gateway.decoding.HINTS``); values the tier would refuse are refused here first, so no
+# (``gateway.http.decoding.HINTS``); values the tier would refuse are refused here first, so no
 # cold GPU is woken for a 400.
 
 Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]  # vLLM's `seed` is a torch.long

@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from gateway.keepwarm import ScheduleError, parse_schedule
 from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs
+from gateway.warmth.schedule import ScheduleError, parse_schedule
 
 MODAL_HOLD_S = 150.0  # a Modal web endpoint holds a request this long, then answers 303
 WARMTH_DB_ENV = "GATEWAY_WARMTH_DB"  # set by `gateway serve --workers N` when unset
@@ -96,7 +96,7 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     schema_mode: SchemaMode = "lower"
     schema_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 2  # see config/gateway.toml
     # A down tier's first trial after this many seconds, doubling per failed trial up to
-    # down_retry_max_s; unset: by kind (gateway.warmthtypes: 5/60 s free probes, 60/900 s Modal)
+    # down_retry_max_s; unset: by kind (gateway.warmth.types: 5/60 s free probes, 60/900 s Modal)
     down_retry_after_s: Seconds | None = None
     down_retry_max_s: Seconds | None = None
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 from contextlib import closing
 
-from gateway.serving import free_port
+from gateway.ops.serving import free_port
 
 STARTUP_S = 10.0  # redis-server is up in milliseconds; 10 s means it failed
 

@@ -11,7 +11,7 @@ process's utime+stime over the requests wrk counted. Writes bench/results/floors
 Variants:
 - ``asgi-fixed``: answers the stub's body itself (no upstream): uvicorn's own cost.
 - ``litestar-fixed``: a Litestar ``@post`` handler (``Request`` in, ``Response`` out), same.
-- ``asgi-h1``: forwards the body with one ``gateway.tier_http.AiohttpExchanger`` call.
+- ``asgi-h1``: forwards the body with one ``gateway.routing.tier_http.AiohttpExchanger`` call.
 - ``asgi-httpx``: forwards with ``httpx.AsyncClient`` (httpx's default transport).
 - ``asgi-aiohttp``: forwards with one ``aiohttp.ClientSession`` call (when aiohttp is
   installed; it is not a dependency of the gateway).
@@ -94,7 +94,7 @@ def build(variant: str, upstream: str) -> Any:
     if variant == "litestar-fixed":
         return litestar_fixed(fixed)
     if variant == "asgi-h1":
-        from gateway.tier_http import AiohttpExchanger, RawRequest
+        from gateway.routing.tier_http import AiohttpExchanger, RawRequest
 
         exchanger = AiohttpExchanger()
         request = RawRequest("POST", upstream + CHAT, (("content-type", "application/json"),))
@@ -152,7 +152,7 @@ def serve(variant: str, port: int, upstream: str) -> None:
 def start(variant: str, upstream: str, workdir: Path) -> services.Service:
     port = services.free_port()
     if variant == "gateway":
-        argv = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)]
+        argv = [sys.executable, "-m", "gateway.ops.cli", "serve", "--port", str(port)]
         env = services.gateway_env(upstream)
     else:
         argv = [sys.executable, __file__, "serve", variant, str(port), upstream]

@@ -1,6 +1,6 @@
 """Bench-only: ``gateway serve`` with schema preflight and output validation off.
 
-``create_app`` always checks (``gateway.schema_check.SchemaChecker``) and has no setting to
+``create_app`` always checks (``gateway.structured.preflight.SchemaChecker``) and has no setting to
 turn that off, so this script swaps in a checker that only parses the output as JSON and then
 runs the real CLI. Everything else (server, workers, logging) is what ``gateway serve``
 does, so the harness's gateway-nocheck differs from gateway in the checks alone. Workers are
@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 import gateway.app
-from gateway.cli import main
+from gateway.ops.cli import main
 
 
 class _Parsed:

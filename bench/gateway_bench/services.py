@@ -201,7 +201,7 @@ def start_gateway(
     """``gateway serve`` by default; ``server_argv`` runs another server on the app factory
     (``{port}`` in it is filled in) for the server comparison."""
     port = free_port()
-    argv = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "gateway.ops.cli", "serve", "--port", str(port)]
     argv += ["--workers", str(workers)]
     if server_argv is not None:
         argv = [a.format(port=port, workers=workers) for a in server_argv]

@@ -1,4 +1,4 @@
-"""``gateway fixtures list | check | prune`` (registered by ``gateway.cli``).
+"""``gateway fixtures list | check | prune`` (registered by ``gateway.ops.cli``).
 
 >>> gateway fixtures list                    # every cassette: test, tiers, age, status
 >>> gateway fixtures check --max-age 14d     # exit 1 when one is stale, unused or unreadable

@@ -29,7 +29,7 @@ from typing import NoReturn
 
 import httpx
 
-from gateway.serving import start_local_tier, stop
+from gateway.ops.serving import start_local_tier, stop
 
 HOST = "127.0.0.1"
 POLL_S = 0.5  # between health checks while it boots: a boot takes seconds, not milliseconds

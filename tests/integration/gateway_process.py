@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from gateway.serving import free_port
+from gateway.ops.serving import free_port
 
 STARTUP_S = 30.0  # a cold interpreter imports litestar, msgspec, httpx, uvicorn
 STOP_S = 30.0  # a drain of in-flight requests; then SIGKILL
@@ -42,7 +42,7 @@ def gateway_process(
     if not local_tier:
         inherited["GATEWAY_LOCAL_TIER"] = "off"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), *args],
+        [sys.executable, "-m", "gateway.ops.cli", "serve", "--port", str(port), *args],
         env={**inherited, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -15,8 +15,8 @@ import pytest
 import respx
 from litestar.testing import TestClient
 
-from gateway.cli import main
-from gateway.keys import KeyRecord, add_key, hash_key, new_key
+from gateway.access.keys import KeyRecord, add_key, hash_key, new_key
+from gateway.ops.cli import main
 from gateway.settings import Settings
 from tests.conftest import DEV_URL, MODAL_KEY, MODAL_SECRET, PROD_URL, completion, warm_prod
 

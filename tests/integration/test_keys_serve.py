@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.cli import _loopback, main
-from gateway.keys import KeyRecord, add_key, hash_key, new_key
+from gateway.access.keys import KeyRecord, add_key, hash_key, new_key
+from gateway.ops.cli import _loopback, main
 from tests.integration.gateway_process import gateway_process, stop_group
 from tests.redis_server import RedisServer
 
@@ -54,7 +54,7 @@ def test_workers_check_keys_and_count_limits_per_worker(tmp_path: Path) -> None:
     add_key(path, KeyRecord(name="ops", hash=hash_key(admin), tiers=("prod",), role="admin"))
     env = {"GATEWAY_KEYS_FILE": str(path)}
     with gateway_process(env, "--workers", "2") as (proc, url):
-        status = [sys.executable, "-m", "gateway.cli", "status", "--url", url]
+        status = [sys.executable, "-m", "gateway.ops.cli", "status", "--url", url]
         keyless = subprocess.run(status, capture_output=True, text=True, env=clean_env())
         assert keyless.returncode != 0 and "401" in keyless.stderr
         keyed = subprocess.run(
@@ -79,7 +79,7 @@ def test_keys_cli_runs_as_a_command(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.ops.cli",
             "keys",
             "--file",
             str(tmp_path / "k.json"),

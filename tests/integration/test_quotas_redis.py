@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from gateway.access.keys import KeyRecord
+from gateway.access.quotas import Quotas
 from gateway.errors import RateLimited
-from gateway.keys import KeyRecord
-from gateway.quotas import Quotas
 from gateway.settings import Secret
 from tests.redis_server import RedisServer
 

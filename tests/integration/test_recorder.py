@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.suite import start_gateway, stop_gateway
+from gateway.ops.bench import start_gateway, stop_gateway
 from gateway.testing.embedded import EmbeddedTier
 from tests.conftest import PERSON_SCHEMA, completion
 from tests.integration.upstream_stub import stub_upstream
@@ -276,7 +276,7 @@ def write_cassette(path: Path, test: str, recorded_at: str) -> None:
 
 def gateway_fixtures(project: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "fixtures", *args],
+        [sys.executable, "-m", "gateway.ops.cli", "fixtures", *args],
         cwd=project.path,
         capture_output=True,
         text=True,

@@ -12,10 +12,10 @@ import msgspec
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.redisstore import RedisStore
-from gateway.warmstore import TierRecord, failed
-from gateway.warmth import WarmthTracker
-from gateway.warmthtypes import TierWarmthConfig
+from gateway.warmth.redis_store import RedisStore
+from gateway.warmth.store import TierRecord, failed
+from gateway.warmth.tracker import WarmthTracker
+from gateway.warmth.types import TierWarmthConfig
 from tests.redis_server import RedisServer
 
 PROD = TierWarmthConfig(

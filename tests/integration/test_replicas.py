@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 import gateway
-from gateway.serving import free_port
+from gateway.ops.serving import free_port
 from tests.conftest import PERSON_SCHEMA
 from tests.integration.gateway_process import stop_group
 from tests.redis_server import RedisServer
@@ -127,7 +127,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for _ in range(3):
             port = free_port()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+                [sys.executable, "-m", "gateway.ops.cli", "serve", "--port", str(port)],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

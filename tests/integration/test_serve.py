@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.serving import free_port
+from gateway.ops.serving import free_port
 from tests.conftest import PERSON_SCHEMA
 from tests.integration.gateway_process import gateway_process
 from tests.integration.upstream_stub import stub_upstream
@@ -63,7 +63,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_0() -> None:
 
 def test_bad_configuration_stops_startup_naming_the_key() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port())],
+        [sys.executable, "-m", "gateway.ops.cli", "serve", "--port", str(free_port())],
         env={**os.environ, "GATEWAY_TIER_PROD_URL": "not-a-url"},
         capture_output=True,
         text=True,
@@ -76,7 +76,7 @@ def test_bad_configuration_stops_startup_naming_the_key() -> None:
 
 def _warmup_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "warmup", "--url", url, "--tier", "prod", *args],
+        [sys.executable, "-m", "gateway.ops.cli", "warmup", "--url", url, "--tier", "prod", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -95,7 +95,7 @@ def test_warmup_wait_shows_progress_and_exits_0_once_warm() -> None:
             assert "[" in done.stderr  # the progress bar against the ETA
             assert httpx.get(url + "/status").json()["prod"]["state"] == "warm"
             shown = subprocess.run(
-                [sys.executable, "-m", "gateway.cli", "status", "--url", url],
+                [sys.executable, "-m", "gateway.ops.cli", "status", "--url", url],
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -143,7 +143,7 @@ def test_the_serve_supervisor_imports_no_app() -> None:
     """With --workers > 1 the process that runs `gateway serve` only supervises: Litestar,
     prometheus_client and the app stay out of it (~25 MB it would hold for nothing)."""
     code = (
-        "import sys, gateway.cli, gateway.serving; "
+        "import sys, gateway.ops.cli, gateway.ops.serving; "
         "print(sorted(m for m in ('litestar', 'prometheus_client', 'gateway.app') "
         "if m in sys.modules))"
     )

@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.front_proxy import render_nginx
-from gateway.serving import free_port
+from gateway.ops.front_proxy import render_nginx
+from gateway.ops.serving import free_port
 from gateway.settings import DEFAULT_CONFIG, load_settings
 from tests.conftest import PERSON_SCHEMA
 from tests.integration.test_serve import gateway_process

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from gateway.suite import load_suite, render_table
+from gateway.ops.bench import load_suite, render_table
 from tests.integration.upstream_stub import stub_upstream
 
 TABLE_HEAD = (
@@ -33,7 +33,7 @@ def bench(tmp_path: Path, *args: str, env: dict[str, str], timeout: float) -> di
     out = tmp_path / "result.json"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "bench", "--out", str(out), *args],
+        [sys.executable, "-m", "gateway.ops.cli", "bench", "--out", str(out), *args],
         env={**clean, **env},
         capture_output=True,
         text=True,

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from gateway.errors import BadUpstreamResponse, TierTimeout, UpstreamRejected
+from gateway.routing.tier_client import TierClient
 from gateway.settings import load_settings
-from gateway.upstream import TierClient
 from tests.hostile_tier import HostileTier
 
 

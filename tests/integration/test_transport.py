@@ -1,4 +1,4 @@
-"""gateway.tier_http against real loopback sockets: what the aiohttp exchanger sends and
+"""gateway.routing.tier_http against real loopback sockets: what the aiohttp exchanger sends and
 reads, how its pool behaves, and how TierClient maps each failure. A small asyncio server
 plays the tier, one scripted answer per test (the hostile faults are in
 test_hostile_tier.py)."""
@@ -14,15 +14,15 @@ import pytest
 import trustme
 
 from gateway.errors import BadUpstreamResponse, TierTimeout, TierUnavailable
-from gateway.settings import load_settings
-from gateway.tier_http import (
+from gateway.routing.tier_client import TierClient
+from gateway.routing.tier_http import (
     AiohttpExchanger,
     BadAnswer,
     ConnectFailed,
     RawRequest,
     RawResponse,
 )
-from gateway.upstream import TierClient
+from gateway.settings import load_settings
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 COMPLETION = (

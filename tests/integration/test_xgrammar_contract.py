@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import schema_rules as rules
 from gateway.errors import OutputInvalid, SchemaInvalid, SchemaUnsupported
-from gateway.schema_check import SchemaChecker
+from gateway.structured import rules as rules
+from gateway.structured.preflight import SchemaChecker
 
 xgr = pytest.importorskip("xgrammar")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.front_proxy import render_nginx
+from gateway.ops.front_proxy import render_nginx
 from gateway.settings import ServerLimits, load_settings
 
 

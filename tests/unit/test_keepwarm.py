@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.keepwarm import (
+from gateway.warmth.schedule import (
     ScheduleError,
     in_window,
     keepwarm_due,
@@ -18,9 +18,9 @@ from gateway.keepwarm import (
     parse_schedule,
     run_keepwarm,
 )
-from gateway.warmstore import MemoryStore
-from gateway.warmth import WarmthTracker
-from gateway.warmthtypes import TierWarmthConfig
+from gateway.warmth.store import MemoryStore
+from gateway.warmth.tracker import WarmthTracker
+from gateway.warmth.types import TierWarmthConfig
 
 BERLIN_OFFICE = parse_schedule("Mon-Fri 08:00-19:00 Europe/Berlin")
 

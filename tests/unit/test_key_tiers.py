@@ -10,12 +10,12 @@ import httpx
 import pytest
 import respx
 
-from gateway.dispatch import Dispatcher, Job
+from gateway.access.keys import Grant, KeyRecord
 from gateway.errors import Forbidden, TierUnavailable
-from gateway.keys import Grant, KeyRecord
-from gateway.routing import TierView
+from gateway.routing.dispatch import Dispatcher, Job
+from gateway.routing.plan import TierView
+from gateway.routing.tier_client import TierClient
 from gateway.settings import Settings, load_settings
-from gateway.upstream import TierClient
 from tests.conftest import BASE_ENV, DEV_URL, PROD_URL, completion
 
 

@@ -10,13 +10,21 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import MAX_AUTHORIZATION_BYTES, key_from_header
-from gateway.cli import main
+from gateway.access.keys import (
+    KeyRecord,
+    KeysFileError,
+    KeyStore,
+    add_key,
+    hash_key,
+    new_key,
+    revoke_key,
+)
+from gateway.access.quotas import Quotas, reset_text
+from gateway.access.spend import cost_usd, gpu_seconds
 from gateway.errors import RateLimited, Unauthenticated
-from gateway.keys import KeyRecord, KeysFileError, KeyStore, add_key, hash_key, new_key, revoke_key
-from gateway.quotas import Quotas, reset_text
+from gateway.http.auth import MAX_AUTHORIZATION_BYTES, key_from_header
+from gateway.ops.cli import main
 from gateway.settings import Settings, SettingsError, load_settings
-from gateway.spend import cost_usd, gpu_seconds
 
 
 def create(path: Path, name: str, *flags: str, capsys: Any) -> str:

@@ -9,7 +9,7 @@ import sys
 
 PROGRAM = """
 import resource
-from gateway.serving import raise_open_file_limit
+from gateway.ops.serving import raise_open_file_limit
 _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 print(*raise_open_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import OutputInvalid, SchemaInvalid
-from gateway.schema_check import CheckedSchema, SchemaChecker, json_path
+from gateway.structured.preflight import CheckedSchema, SchemaChecker, json_path
 
 PERSON = {
     "type": "object",

@@ -10,9 +10,9 @@ import msgspec
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.recovery import run_recovery
-from gateway.warmstore import MemoryStore, TierRecord
-from gateway.warmth import WarmthTracker
+from gateway.warmth.recovery import run_recovery
+from gateway.warmth.store import MemoryStore, TierRecord
+from gateway.warmth.tracker import WarmthTracker
 from tests.unit.test_warmth import DEV, LOCAL, MONDAY_9_UTC, ScriptedProbe, finish
 
 # A free-probe tier as tierstate.warmth_config makes an openai/local one: 5 s, doubling, 60 s.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.upstream import MAX_RETRY_AFTER_S, sanitize_retry_after
+from gateway.routing.tier_client import MAX_RETRY_AFTER_S, sanitize_retry_after
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import ClientError, UnknownTier
-from gateway.routing import (
+from gateway.routing.plan import (
     Action,
     Budget,
     TierView,

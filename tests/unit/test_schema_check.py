@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gateway import schema_rules as rules
 from gateway.errors import SchemaInvalid, SchemaUnsupported
-from gateway.schema_check import CheckedSchema, SchemaChecker
+from gateway.structured import rules as rules
+from gateway.structured.preflight import CheckedSchema, SchemaChecker
 
 DRAFT4 = "http://json-schema.org/draft-04/schema#"
 DRAFT7 = "http://json-schema.org/draft-07/schema#"

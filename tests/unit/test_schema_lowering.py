@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import schema_rules as rules
 from gateway.errors import OutputInvalid, SchemaInvalid, SchemaUnsupported
-from gateway.schema_check import _KEYWORD_KIND, SchemaChecker
+from gateway.structured import rules as rules
+from gateway.structured.preflight import _KEYWORD_KIND, SchemaChecker
 from tests.unit.test_schema_check import LOWERED
 
 CORPUS = Path(__file__).parents[1] / "data" / "schemas"

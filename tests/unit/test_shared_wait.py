@@ -8,11 +8,11 @@ import asyncio
 from datetime import UTC, datetime
 
 from gateway.clock import ManualClock
+from gateway.routing.tier_states import TierStates, warmth_config
 from gateway.settings import load_settings
-from gateway.tierstate import TierStates, warmth_config
-from gateway.warmstore import MemoryStore
-from gateway.warmth import WarmthTracker
-from gateway.warmthtypes import TierState
+from gateway.warmth.store import MemoryStore
+from gateway.warmth.tracker import WarmthTracker
+from gateway.warmth.types import TierState
 
 
 class CountingTracker(WarmthTracker):

@@ -9,10 +9,11 @@ from typing import Any
 
 import msgspec
 
-from gateway.routes.openai import output_check
-from gateway.schema_check import SchemaChecker
+from gateway.http.routes.openai import output_check
+from gateway.http.streaming import DONE, StreamRelay
+from gateway.routing.tier_stream import OpenedStream
 from gateway.schemas import ChatCompletionRequest
-from gateway.streaming import DONE, OpenedStream, StreamRelay
+from gateway.structured.preflight import SchemaChecker
 
 PATH = "/v1/chat/completions"
 

@@ -23,9 +23,9 @@ import pytest
 
 import gateway
 from gateway.clock import ManualClock
-from gateway.warmstore import MemoryStore, SqliteStore, TierRecord, WarmStore, failed
-from gateway.warmth import WarmthTracker
-from gateway.warmthtypes import TierWarmthConfig
+from gateway.warmth.store import MemoryStore, SqliteStore, TierRecord, WarmStore, failed
+from gateway.warmth.tracker import WarmthTracker
+from gateway.warmth.types import TierWarmthConfig
 
 REPO = Path(gateway.__file__).resolve().parent.parent
 
@@ -104,9 +104,9 @@ async def test_sqlite_ignores_a_record_it_cannot_read(tmp_path):
 WORKER = """
 import asyncio, json, os, sys, time
 from pathlib import Path
-from gateway.warmstore import SqliteStore
-from gateway.warmth import WarmthTracker
-from gateway.warmthtypes import TierWarmthConfig
+from gateway.warmth.store import SqliteStore
+from gateway.warmth.tracker import WarmthTracker
+from gateway.warmth.types import TierWarmthConfig
 
 db, go, log, mode = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 config = TierWarmthConfig(kind="modal", scales_to_zero=True, scaledown_window_s=900,

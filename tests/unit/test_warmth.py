@@ -15,11 +15,11 @@ import pytest
 import gateway
 from gateway.clock import ManualClock
 from gateway.errors import TierUnavailable
-from gateway.keepwarm import ScheduleError, parse_schedule
 from gateway.tierspec import load_tier_specs
-from gateway.warmstore import MemoryStore, TierRecord
-from gateway.warmth import WarmthTracker
-from gateway.warmthtypes import TierWarmthConfig
+from gateway.warmth.schedule import ScheduleError, parse_schedule
+from gateway.warmth.store import MemoryStore, TierRecord
+from gateway.warmth.tracker import WarmthTracker
+from gateway.warmth.types import TierWarmthConfig
 
 REPO = Path(gateway.__file__).resolve().parent.parent
 MONDAY_9_UTC = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

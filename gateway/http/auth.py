@@ -1,0 +1,214 @@
+"""API keys on every route: who may call, which tiers, how fast, and what it cost.
+
+>>> gate = Gate(settings)                    # keys on when settings.keys_file is set
+>>> Litestar(..., middleware=[gate.middleware], lifespan=[..., gate.lifespan])
+
+The middleware runs for every Litestar route (Litestar builds it into each route's stack):
+
+- ``/health`` is open; every other route needs ``Authorization: Bearer <key>`` of a live key
+  (401 with ``WWW-Authenticate: Bearer`` otherwise); ``/warmup``, ``/status`` and
+  ``/metrics`` need an ``admin`` key (403 for a ``client`` key).
+- The key's limits are counted (``gateway.access.quotas``): 429 with ``Retry-After`` past
+  one, and the ``x-ratelimit-*`` headers OpenAI's clients read on every answer.
+- The request's ``Grant`` is left in ``scope["state"]["grant"]``; the completion handlers pass
+  it into their ``Job``, and the dispatcher refuses a tier the key lacks (403) and never falls
+  back to one. What each tier answer cost (``gateway.access.spend``) is added to the key's usage and
+  returned as ``x-gpu-seconds`` / ``x-gpu-cost-usd``.
+
+Nothing here logs, renders or counts a key: only its name, or "unknown".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.access.keys import RELOAD_EVERY_S, Grant, KeyRecord, KeyStore
+from gateway.access.quotas import SWEEP_EVERY_S, Quotas
+from gateway.access.spend import KeySpend, cost_usd, gpu_seconds
+from gateway.errors import Forbidden, GatewayError, Unauthenticated
+from gateway.http.observability import facts_in
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.http.auth")
+
+OPEN_PATHS = frozenset({"/health"})  # liveness probes carry no key
+ADMIN_PATHS = frozenset({"/warmup", "/status", "/metrics"})  # boots GPUs; shows every key's spend
+# "Bearer " and a 46-character key fit many times; a longer header is a mistake or an attack,
+# refused before it is hashed or matched.
+MAX_AUTHORIZATION_BYTES = 512
+_BEARER = re.compile(rb"Bearer ([A-Za-z0-9._~+/=-]+)", re.IGNORECASE)  # RFC 6750 b64token
+
+
+def key_from_header(value: bytes | None) -> str:
+    """The key in an ``Authorization`` header, or Unauthenticated naming what is wrong with
+    it (never echoing it)."""
+    if value is None:
+        raise Unauthenticated("no API key: send `Authorization: Bearer <key>`")
+    if len(value) > MAX_AUTHORIZATION_BYTES:
+        raise Unauthenticated(
+            f"the Authorization header is over {MAX_AUTHORIZATION_BYTES} bytes",
+            max_bytes=MAX_AUTHORIZATION_BYTES,
+        )
+    match = _BEARER.fullmatch(value)
+    if match is None:
+        raise Unauthenticated(
+            "the Authorization header must be `Bearer <key>`: one space, no other whitespace"
+        )
+    return match.group(1).decode()
+
+
+class Gate:
+    """The keys, the limits and the spend of one app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeyStore(settings.keys_file) if settings.keys_file is not None else None
+        self.quotas: Quotas | None = None  # built in the lifespan: needs the event loop
+        self.spend: KeySpend | None = None  # registered in the app's metrics in the lifespan
+        self.reload_every_s = RELOAD_EVERY_S
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        """After the app's own lifespan (it needs ``app.state.runtime``'s metrics)."""
+        app.state.gate = self  # tests and the operator's shell reach the keys through the app
+        if self.keys is None:
+            yield
+            return
+        metrics = app.state.runtime.metrics
+        self.spend = KeySpend(metrics.registry, multiprocess=metrics.multiprocess)
+        self.quotas = Quotas(
+            self.settings.limits_store,
+            prefix=self.settings.state_prefix,
+            timeout_s=self.settings.state_timeout_s,
+        )
+        if self.settings.supervisor_pid is not None and self.settings.limits_store is None:
+            log.warning(
+                "per-key limits are counted per worker (in memory): with N workers a key gets "
+                "up to N times its limits; set GATEWAY_STATE (or GATEWAY_LIMITS_STORE) to Redis"
+            )
+        reloader = asyncio.create_task(self._maintain())
+        try:
+            yield
+        finally:
+            reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloader
+            await self.quotas.aclose()
+
+    async def _maintain(self) -> None:
+        """Reload the keys file when it changed; now and then drop past limit windows."""
+        keys, quotas = self.keys, self.quotas
+        assert keys is not None
+        assert quotas is not None
+        since_sweep = 0.0
+        while True:
+            await asyncio.sleep(self.reload_every_s)
+            await asyncio.to_thread(keys.refresh)  # a stat(), a read when it changed
+            since_sweep += self.reload_every_s
+            if since_sweep >= SWEEP_EVERY_S:
+                quotas.sweep()
+                since_sweep = 0.0
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """Litestar middleware (a factory of ASGI apps); with keys off, ``app`` itself."""
+        if self.keys is None:
+            return app
+        keys = self.keys
+
+        async def authenticate(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != ScopeType.HTTP or scope["path"] in OPEN_PATHS:
+                await app(scope, receive, send)
+                return
+            sent = None
+            for header, value in scope["headers"]:
+                if header == b"authorization":
+                    sent = value
+                    break
+            key: KeyRecord | None = None
+            try:
+                key = keys.lookup(key_from_header(sent))
+                if key is None:
+                    raise Unauthenticated("the API key is not valid (unknown or revoked)")
+                if scope["path"] in ADMIN_PATHS and key.role != "admin":
+                    raise Forbidden(f"{scope['path']} needs an admin key", key=key.name)
+                assert self.quotas is not None
+                limit_headers = await self.quotas.admit(key)
+            except GatewayError as error:
+                known = key.name if key is not None else "unknown"
+                facts_in(scope).key = known  # the log line names the key, never shows it
+                if self.spend is not None:
+                    self.spend.refuse(known, error.status)
+                raise
+            facts_in(scope).key = key.name
+            grant = Grant(key)
+            scope.setdefault("state", {})["grant"] = grant
+            await self._serve(app, scope, receive, send, grant, limit_headers)
+
+        return authenticate
+
+    async def _serve(
+        self,
+        app: ASGIApp,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        grant: Grant,
+        limit_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        counted = 0  # calls already turned into spend
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal counted
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), *limit_headers]
+                if grant.calls:
+                    gpu_s, usd, _ = self._record(grant)
+                    counted = len(grant.calls)
+                    headers += [
+                        # microseconds of GPU, nano-dollars: a warm answer is a few cents
+                        (b"x-gpu-seconds", b"%.6f" % gpu_s),
+                        (b"x-gpu-cost-usd", b"%.9f" % usd),
+                    ]
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_headers)
+        finally:
+            if grant.calls:
+                if counted < len(grant.calls):  # the answer went out another way (an error)
+                    self._record(grant)
+                assert self.quotas is not None
+                tokens = sum(t for _, _, t in grant.calls)
+                gpu_s = sum(gpu_seconds(self.settings.tiers[n], s) for n, s, _ in grant.calls)
+                await self.quotas.charge(grant.key, tokens=tokens, gpu_s=gpu_s)
+
+    def _record(self, grant: Grant) -> tuple[float, float, int]:
+        """The spend of every tier answer this request got, into the key's series."""
+        total_gpu = total_usd = 0.0
+        tokens_all = 0
+        for name, latency_s, tokens in grant.calls:
+            tier = self.settings.tiers[name]
+            gpu_s = gpu_seconds(tier, latency_s)
+            usd = cost_usd(tier, gpu_s)
+            if self.spend is not None:
+                self.spend.record(grant.key.name, name, tokens=tokens, gpu_s=gpu_s, usd=usd)
+            total_gpu += gpu_s
+            total_usd += usd
+            tokens_all += tokens
+        return total_gpu, total_usd, tokens_all
+
+
+def grant_of(scope: Any) -> Grant | None:
+    """The request's grant (None with keys off), for the completion handlers' ``Job``."""
+    grant: Grant | None = scope.get("state", {}).get("grant")
+    return grant

@@ -1,0 +1,303 @@
+"""Binds the warmth tracker to the configured tiers: their probes, their views for the
+planner, and their rows in ``GET /status``. This is what dispatch and the handlers see.
+
+>>> states = TierStates.build(settings, clients, clock=SystemClock())
+>>> await states.view("prod")
+TierView(usable=True, warm=False, eta_s=424.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gateway.clock import Clock, within
+from gateway.redact import Redactor
+from gateway.routing.plan import TierView
+from gateway.routing.tier_client import TierClient
+from gateway.settings import Settings, Tier
+from gateway.warmth.recovery import RECOVERY_TICK_S, run_recovery
+from gateway.warmth.redis_store import RedisStore, StoreHealth
+from gateway.warmth.schedule import parse_schedule, run_keepwarm
+from gateway.warmth.store import MemoryStore, SqliteStore, WarmStore
+from gateway.warmth.tracker import Probe, WarmthTracker
+from gateway.warmth.types import (
+    FREE_PROBE_RETRY_MAX_S,
+    FREE_PROBE_RETRY_S,
+    TierState,
+    TierStatus,
+    TierWarmthConfig,
+)
+
+log = logging.getLogger(__name__)
+
+# The embedded CPU tier has no entry in tiers.toml: its facts, measured (bench/results/).
+LOCAL_EXPECTED_COLD_START_S = 30.0  # first start converts GGUF (~30 s); later starts ~5 s
+LOCAL_STARTUP_TIMEOUT_S = 300.0  # a loaded 2-core machine can take minutes to import torch
+NEVER_SCALES_DOWN_S = 365 * 24 * 3600.0
+# A shared wait (see wait_warm) is renewed this often: one left behind by requests that all
+# timed out stops polling within a minute.
+SHARED_WAIT_S = 60.0
+STARTUP_CHECK_S = 2.0  # how long start-up waits for a remote tier's first health answer
+
+
+def warmth_config(tier: Tier) -> TierWarmthConfig:
+    if tier.spec is not None and tier.kind != "local":
+        config = TierWarmthConfig.from_spec(tier.spec, kind=tier.kind, keep_warm=tier.keep_warm)
+    else:
+        config = TierWarmthConfig(
+            kind=tier.kind,
+            scales_to_zero=False,
+            scaledown_window_s=NEVER_SCALES_DOWN_S,
+            expected_cold_start_s=LOCAL_EXPECTED_COLD_START_S,
+            startup_timeout_s=LOCAL_STARTUP_TIMEOUT_S,
+            keep_warm=parse_schedule(tier.keep_warm),
+        )
+    # A down tier's backoff: free probes may come often, a trial that boots a GPU may not.
+    first, cap = config.down_retry_after_s, config.down_retry_max_s
+    if config.probe_is_free:
+        first, cap = FREE_PROBE_RETRY_S, FREE_PROBE_RETRY_MAX_S
+    return msgspec.structs.replace(
+        config,
+        down_retry_after_s=tier.down_retry_after_s or first,
+        down_retry_max_s=tier.down_retry_max_s or cap,
+    )
+
+
+class TierStates:
+    """Implements ``gateway.routing.dispatch.Warmth`` over a ``WarmthTracker``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tracker: WarmthTracker,
+        store: WarmStore,
+        probes: dict[str, Probe],
+    ) -> None:
+        self.settings = settings
+        self.tracker = tracker
+        self.store = store
+        self.probes = probes
+        self.redactor = Redactor.for_settings(settings)
+        self._keepwarm: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._waits: dict[str, asyncio.Task[bool]] = {}
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        clients: dict[str, TierClient],
+        *,
+        clock: Clock,
+        on_warm_up: Callable[[str], None] | None = None,
+        on_cold_start: Callable[[str, float], None] | None = None,
+        on_store_error: Callable[[], None] | None = None,
+    ) -> TierStates:
+        configured = {name: t for name, t in settings.tiers.items() if t.configured}
+        store: WarmStore
+        if settings.state is not None:  # several replicas: one Redis
+            store = RedisStore(
+                settings.state.reveal(),
+                prefix=settings.state_prefix,
+                timeout_s=settings.state_timeout_s,
+                clock=clock,
+                on_error=on_store_error,
+            )
+        elif settings.warmth_db:  # the workers of one machine: one SQLite file
+            store = SqliteStore(Path(settings.warmth_db))
+        else:
+            store = MemoryStore()
+        tracker = WarmthTracker(
+            {name: warmth_config(t) for name, t in configured.items()},
+            store,
+            clock,
+            lease_ttl_s=settings.warmup_lease_s,
+            on_warm_up=on_warm_up,
+            on_cold_start=on_cold_start,
+        )
+        probes: dict[str, Probe] = {name: clients[name].probe for name in configured}
+        return cls(settings, tracker, store, probes)
+
+    async def start(self) -> None:
+        """Warm up what may be probed for free (the embedded tier, plain OpenAI servers), so
+        their state and cold start are learned; start the keep-warm loop.
+
+        A remote tier's first probe is awaited, for up to ``STARTUP_CHECK_S``: while it is
+        in flight the tier reads as ``warming`` with the ETA of a cold start, so a request
+        arriving then would fall back from a tier that is up. The embedded tier is not
+        awaited: it was just started, its boot is real, and `gateway serve` answers at once.
+        """
+        checks = []
+        for name in self.probes:
+            config = self.tracker.config(name)
+            if config.probe_is_free:
+                self.tracker.trigger_warm_up(name, self.probes[name])
+                if config.kind != "local":
+                    checks.append(
+                        asyncio.create_task(self.tracker.wait_warm(name, STARTUP_CHECK_S))
+                    )
+        if checks:  # bounded in real time too: a test's manual clock never advances by itself
+            _, late = await asyncio.wait(checks, timeout=STARTUP_CHECK_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*checks, return_exceptions=True)
+        self._keepwarm = asyncio.create_task(run_keepwarm(self.tracker, self.probes))
+        free = {
+            name: p for name, p in self.probes.items() if self.tracker.config(name).probe_is_free
+        }
+        self._recovery = asyncio.create_task(run_recovery(self.tracker, free))
+
+    async def aclose(self) -> None:
+        for wait in self._waits.values():
+            wait.cancel()
+        await asyncio.gather(*self._waits.values(), return_exceptions=True)
+        for task in (self._keepwarm, self._recovery):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.tracker.aclose()
+        await self.store.aclose()
+
+    async def view(self, tier: str) -> TierView:
+        if tier not in self.probes:
+            return TierView(usable=False, warm=False)
+        state = await self.tracker.state(tier)
+        if state.state == "down":
+            return self._down_view(tier, state)
+        return TierView(
+            usable=True,
+            warm=state.state == "warm",
+            eta_s=state.eta_s,
+            state=state.state,
+        )
+
+    def _down_view(self, tier: str, state: TierState) -> TierView:
+        """A down tier is not usable, except as its own trial: a scale-to-zero tier whose
+        backoff ran out lets the next request through (half-open); its ETA is a boot's."""
+        config = self.tracker.config(tier)
+        due = state.next_trial_s == 0 and not state.trial_running
+        if due and not config.probe_is_free:
+            cold = self.tracker.mean_cold_start_s(tier)
+            return TierView(usable=True, warm=False, eta_s=cold, state="down", trial=True)
+        # A free tier's due trial is run by the recovery loop within a tick.
+        wait = max(state.next_trial_s or 0.0, RECOVERY_TICK_S)
+        return TierView(usable=False, warm=False, state="down", retry_after_s=wait)
+
+    async def claim_trial(self, tier: str, budget_s: float) -> bool:
+        """Make this request the trial of a down tier (False: another took it)."""
+        return tier in self.probes and await self.tracker.claim_trial(tier, budget_s)
+
+    def end_trial(self, tier: str) -> None:
+        """A request's trial ended with neither success nor failure: the next may start."""
+        if tier in self.probes:
+            self.tracker.end_trial(tier)
+
+    def retry_after(self, tier: str) -> float | None:
+        """Seconds until a down tier's next trial (from this worker's cache); None if not
+        down."""
+        if tier not in self.probes:
+            return None
+        state = self.tracker.peek(tier)
+        if state.state != "down":
+            return None
+        return max(state.next_trial_s or 0.0, RECOVERY_TICK_S)
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """``GET /ready``: ready while a configured tier is not down. Per tier: its state,
+        and while down since when and when it is tried next (ISO-8601 UTC); and the shared
+        store's health."""
+        snapshot = await self.tracker.snapshot()
+        tiers: dict[str, Any] = {}
+        for name in self.settings.tiers:
+            row = snapshot.get(name)
+            if row is None:
+                tiers[name] = {"usable": False, "warm": False, "state": "unconfigured"}
+                continue
+            tiers[name] = {"usable": row.state != "down", "warm": row.state == "warm"}
+            tiers[name]["state"] = row.state
+            if row.state == "down":
+                tiers[name].update(down_since=row.down_since, next_trial=row.next_trial)
+        ready = any(t["usable"] for t in tiers.values())
+        body = {
+            "status": "ready" if ready else "unavailable",
+            "tiers": tiers,
+            "store": msgspec.to_builtins(self.store_health()),  # degraded: still ready
+        }
+        return ready, body
+
+    def record_success(self, tier: str, latency_s: float) -> None:
+        if tier in self.probes:
+            self.tracker.record_success(tier, latency_s)
+
+    def record_failure(self, tier: str, error: str) -> None:
+        if tier in self.probes:  # shown in /status: a tier's words lose our secrets first
+            self.tracker.record_failure(tier, self.redactor.text(error))
+
+    def trigger_warm_up(self, tier: str) -> None:
+        if tier in self.probes:
+            self.tracker.trigger_warm_up(tier, self.probes[tier])
+
+    async def wait_warm(self, tier: str, timeout_s: float) -> bool:
+        """The tracker's ``wait_warm``, shared: every request of this worker waiting for a
+        tier awaits one waiting task, which polls the store; a held request costs one timer,
+        not a wake-up a second (10,000 held clients: bench/results/hold-10k.md)."""
+        if tier not in self.probes:
+            return False
+        clock = self.tracker.clock
+        deadline = clock.monotonic() + timeout_s
+        while (left := deadline - clock.monotonic()) > 0:
+            shared = self._waits.get(tier)
+            if shared is None or shared.done():
+                shared = asyncio.create_task(self.tracker.wait_warm(tier, SHARED_WAIT_S))
+                self._waits[tier] = shared
+            done, warm = await within(clock, asyncio.shield(shared), left)
+            if not done or warm:
+                return bool(warm)
+            if self.tracker.peek(tier).state == "down":
+                return False
+            # the shared wait ran out its SHARED_WAIT_S: a new one, for those still waiting
+        return False
+
+    async def status(self, counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """``GET /status``: the tracker's rows, plus the unconfigured tiers and counters."""
+        snapshot: dict[str, TierStatus] = await self.tracker.snapshot()
+        store = msgspec.to_builtins(self.store_health())
+        out: dict[str, Any] = {}
+        for name, tier in self.settings.tiers.items():
+            row: dict[str, Any]
+            if name in snapshot:
+                row = msgspec.to_builtins(snapshot[name])
+            else:
+                row = {
+                    "state": "unconfigured",
+                    "missing_setting": f"GATEWAY_TIER_{name.upper()}_URL",
+                }
+            row["kind"] = tier.kind
+            row["model"] = tier.model
+            if name in self.probes:  # how long a warm-up may take before the tier is down
+                row["startup_timeout_s"] = self.tracker.config(name).startup_timeout_s
+            row.update(counts.get(name, {"requests": 0, "fallbacks": {}}))
+            row["store"] = store  # whether this row is shared truth or this replica's own
+            out[name] = row
+        return out
+
+    def store_health(self) -> StoreHealth:
+        """The shared store's condition: a degraded Redis means local state, not an outage."""
+        if isinstance(self.store, RedisStore):
+            return self.store.health()
+        return StoreHealth(backend="sqlite" if self.settings.warmth_db else "memory", status="ok")
+
+    def states(self) -> dict[str, str]:
+        """Each tier's state from this worker's cache (no I/O), for the metrics gauge."""
+        return {
+            name: self.tracker.peek(name).state if name in self.probes else "unconfigured"
+            for name in self.settings.tiers
+        }
