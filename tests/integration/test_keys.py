@@ -3,7 +3,6 @@ name, and no key or tier credential in any output. Tiers behind respx at the tra
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from collections.abc import Callable
@@ -21,17 +20,6 @@ from gateway.settings import Settings
 from tests.conftest import DEV_URL, MODAL_KEY, MODAL_SECRET, PROD_URL, completion, warm_prod
 
 CHAT = "/v1/chat/completions"
-# Until the completion routes are Litestar handlers (the `edge` work removes the completion
-# lane, gateway/lane.py), no Litestar middleware runs on them: these tests wait for that.
-needs_edge = pytest.mark.skipif(
-    importlib.util.find_spec("gateway.lane") is not None,
-    reason="the completion routes are still on the lane, outside Litestar's middleware",
-)
-# A tier that echoes the gateway's Modal-* headers is the redactor's (`recovery`) to clean.
-needs_redactor = pytest.mark.skipif(
-    importlib.util.find_spec("gateway.redact") is None,
-    reason="gateway.redact (the one redactor of tier text) has not landed",
-)
 
 
 class Keys:
@@ -173,7 +161,6 @@ def sdk(client: TestClient[Any], key: str) -> openai.OpenAI:
     )
 
 
-@needs_edge
 def test_the_openai_sdk_works_with_a_client_key(
     keyed: TestClient[Any], keys: Keys, router: respx.MockRouter
 ) -> None:
@@ -193,7 +180,6 @@ def test_the_openai_sdk_works_with_a_client_key(
         )
 
 
-@needs_edge
 def test_a_tier_the_key_lacks_is_403(
     keyed: TestClient[Any], keys: Keys, router: respx.MockRouter
 ) -> None:
@@ -206,7 +192,6 @@ def test_a_tier_the_key_lacks_is_403(
     assert router.calls.call_count == before  # refused, not quietly served by dev
 
 
-@needs_edge
 def test_spend_by_key_name_in_status_and_metrics(
     keyed: TestClient[Any], keys: Keys, router: respx.MockRouter
 ) -> None:
@@ -265,7 +250,6 @@ def logged(caplog: Any) -> str:
     return "\n".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
 
 
-@needs_edge
 def test_no_client_key_in_any_output(
     keyed: TestClient[Any], keys: Keys, router: respx.MockRouter, caplog: Any
 ) -> None:
@@ -280,8 +264,6 @@ def test_no_client_key_in_any_output(
     assert {"team-both", "team-dev", "ops", "unknown"} <= {r.key for r in keyed_lines}
 
 
-@needs_edge
-@needs_redactor
 def test_no_tier_credential_in_any_output(
     keyed: TestClient[Any], keys: Keys, router: respx.MockRouter, caplog: Any
 ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from gateway import schema_rules as rules
+from gateway.structured import rules
 from gateway.tierspec import load_tier_specs
 
 ROOT = Path(__file__).parents[2]
