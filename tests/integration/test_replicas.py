@@ -115,8 +115,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             port = free_port()
             procs.append(start_stand_in(port))
             tiers[name] = f"http://127.0.0.1:{port}"
+        # Only what the replicas need: a GATEWAY_* or PROMETHEUS_* left in this process's
+        # environment by anything before must not reach them.
+        inherited = {
+            k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_"))
+        }
         env = {
-            **os.environ,
+            **inherited,
             "GATEWAY_CONFIG": str(config),
             "GATEWAY_STATE": redis.url,
             "GATEWAY_LOCAL_TIER": "off",
@@ -153,7 +158,8 @@ def _answers(url: str) -> bool:
     return False
 
 
-async def _generate_all(urls: list[str], tier: str) -> list[int]:
+async def _generate_all(urls: list[str], tier: str) -> list[int | str]:
+    """Each answer's status; a failure as its status and body, so a red run says why."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=90.0, limits=limits) as client:
 
@@ -163,7 +169,9 @@ async def _generate_all(urls: list[str], tier: str) -> list[int]:
                 json={"prompt": "p", "schema": PERSON_SCHEMA},
                 headers={"X-Model-Tier": tier},
             )
-            return response.status_code
+            if response.status_code == 200:
+                return 200
+            return f"{response.status_code} {response.text[:300]}"
 
         return await asyncio.gather(*(one(url) for url in urls))
 
@@ -180,7 +188,7 @@ def test_300_requests_over_three_replicas_cause_one_warm_up(cluster: Cluster) ->
 
     urls = [cluster.url(i % 3) for i in range(300)]
     codes = asyncio.run(_generate_all(urls, "prod"))
-    assert codes == [200] * 300
+    assert [c for c in codes if c != 200] == []
 
     seen = stats(tier)
     assert seen["health_calls"] == 1  # exactly one warm-up request reached the tier
@@ -206,7 +214,7 @@ def test_a_replica_killed_mid_warm_up_is_taken_over(cluster: Cluster) -> None:
     victim[0].wait()
     codes = asyncio.run(_generate_all(survivors * 10, "dev"))
 
-    assert codes == [200] * 20
+    assert [c for c in codes if c != 200] == []
     # The victim's probe died with it; one survivor took the warm-up over after the lease.
     assert stats(tier)["health_calls"] == 2
     assert sum(warmups_started(url, "dev") for url in survivors) == 1
