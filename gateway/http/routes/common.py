@@ -5,14 +5,14 @@ dispatcher, encode."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from litestar import Request, Response
 
 from gateway.errors import ClientError, OutputInvalid
 from gateway.http.observability import RequestFacts, facts_in
-from gateway.routing.dispatch import Outcome
+from gateway.routing.dispatch import Job, Outcome
 from gateway.routing.plan import Choice, choose_tier, parse_fallback_header, parse_timeout_header
 from gateway.settings import FallbackMode
 from gateway.structured.preflight import CheckedSchema
@@ -104,13 +104,17 @@ def apply_schema_mode(
         checked.require_strict()
 
 
-def schema_retry_hooks(runtime: Runtime) -> tuple[
-    Callable[[OutputInvalid], None], Callable[[OutputInvalid], None]
-]:  # fmt: skip
-    """Metrics for outputs that break a keyword checked after generation: each retry, and
-    the break still there at the end (the 502)."""
+async def serve(runtime: Runtime, job: Job) -> Outcome:
+    """Dispatch ``job``, counting outputs that break a keyword checked after generation
+    (``job.retry_on_violation``): each retry, and the break still there at the end (the 502)."""
     metrics = runtime.metrics
-    return (
-        lambda error: metrics.observe_schema_break(error, final=False),
-        lambda error: metrics.observe_schema_break(error, final=True),
-    )
+    if job.retry_on_violation:
+        job = msgspec.structs.replace(
+            job, on_retry=lambda error: metrics.observe_schema_break(error, final=False)
+        )
+    try:
+        return await runtime.dispatcher.serve(job)
+    except OutputInvalid as error:
+        if job.retry_on_violation and error.members.get("reason") == "schema-violation":
+            metrics.observe_schema_break(error, final=True)
+        raise

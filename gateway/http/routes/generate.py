@@ -12,7 +12,6 @@ from typing import Any
 import msgspec
 from litestar import Response, post
 
-from gateway.errors import OutputInvalid
 from gateway.http.auth import grant_of
 from gateway.http.decoding import decode_body
 from gateway.http.openapi import documented
@@ -23,7 +22,7 @@ from gateway.http.routes.common import (
     facts_of,
     route,
     runtime_of,
-    schema_retry_hooks,
+    serve,
 )
 from gateway.routing.context_fit import check_fits
 from gateway.routing.dispatch import Job
@@ -81,30 +80,24 @@ async def generate(request: AnyRequest) -> Response[bytes]:
     apply_schema_mode(request, runtime, choice.tier, checked)
     shown = len(req.prompt.encode()) + len(SYSTEM_PROMPT) + len(msgspec.json.encode(req.schema))
     check_fits(runtime.settings.tiers[choice.tier], text_bytes=shown, max_tokens=req.max_tokens)
-    on_retry, on_final = schema_retry_hooks(runtime)
 
     def check(reply: TierReply) -> Any:
         choice0 = reply.completion.choices[0]
         return checked.validate_output(choice0.message.content or "", choice0.finish_reason)
 
-    try:
-        outcome = await runtime.dispatcher.serve(
-            Job(
-                requested=choice.tier,
-                mode=mode,
-                client_timeout_s=timeout,
-                payload=lambda tier: upstream_payload(req, tier, checked.tier_schema),
-                check=check,
-                request_id=facts.request_id,
-                grant=grant_of(request.scope),  # the API key (None: keys off)
-                retry_on_violation=bool(checked.checked_after),
-                on_retry=on_retry,
-            )
-        )
-    except OutputInvalid as error:
-        if checked.checked_after and error.members.get("reason") == "schema-violation":
-            on_final(error)
-        raise
+    outcome = await serve(
+        runtime,
+        Job(
+            requested=choice.tier,
+            mode=mode,
+            client_timeout_s=timeout,
+            payload=lambda tier: upstream_payload(req, tier, checked.tier_schema),
+            check=check,
+            request_id=facts.request_id,
+            grant=grant_of(request.scope),  # the API key (None: keys off)
+            retry_on_violation=bool(checked.checked_after),
+        ),
+    )
     completion = outcome.reply.completion
     first = completion.choices[0]
     body = GenerateResponse(

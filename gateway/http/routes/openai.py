@@ -30,7 +30,7 @@ from gateway.http.routes.common import (
     facts_of,
     route,
     runtime_of,
-    schema_retry_hooks,
+    serve,
 )
 from gateway.http.streaming import SSE_HEADERS, StreamRelay
 from gateway.routing.context_fit import check_fits
@@ -167,30 +167,24 @@ async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
         max_tokens=req.max_tokens,
         fields=("$.messages", "$.response_format"),
     )
-    on_retry, on_final = schema_retry_hooks(runtime)
 
     def payload(tier: Tier) -> bytes:
         return msgspec.json.encode(req.for_tier(tier.model))
 
-    try:
-        outcome = await runtime.dispatcher.serve(
-            Job(
-                requested=choice.tier,
-                mode=mode,
-                client_timeout_s=timeout,
-                payload=payload,
-                check=check,
-                request_id=facts.request_id,
-                grant=grant_of(request.scope),  # the API key (None: keys off)
-                stream=bool(req.stream),
-                retry_on_violation=bool(unenforced),
-                on_retry=on_retry,
-            )
-        )
-    except OutputInvalid as error:
-        if unenforced and error.members.get("reason") == "schema-violation":
-            on_final(error)
-        raise
+    outcome = await serve(
+        runtime,
+        Job(
+            requested=choice.tier,
+            mode=mode,
+            client_timeout_s=timeout,
+            payload=payload,
+            check=check,
+            request_id=facts.request_id,
+            grant=grant_of(request.scope),  # the API key (None: keys off)
+            stream=bool(req.stream),
+            retry_on_violation=bool(unenforced),
+        ),
+    )
     answered = answer(outcome.reply.body, facts, outcome, started, unenforced)
     if outcome.stream is None:
         return answered
