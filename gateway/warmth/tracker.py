@@ -365,7 +365,8 @@ class WarmthTracker:
         started, started_at = self.clock.monotonic(), self.clock.time()
         deadline = started + cfg.startup_timeout_s
         self._on_warm_up(tier)
-        heartbeat = asyncio.create_task(self._heartbeat(tier))
+        stop_heartbeat = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(tier, stop_heartbeat))
         backoff, last_error = cfg.probe_backoff_initial_s, "no probe ran"
         outcome: Change | None = None
 
@@ -395,7 +396,7 @@ class WarmthTracker:
                 log.warning("warm-up of %s missed its %.0f s deadline", tier, cfg.startup_timeout_s)
                 outcome = gave_up(cfg, self.clock.time(), last_error, self.owner)
         finally:
-            heartbeat.cancel()
+            stop_heartbeat.set()  # never heartbeat.cancel(): see _heartbeat
             await asyncio.gather(heartbeat, return_exceptions=True)
             if outcome is None:
                 outcome = abandoned(cfg, self.clock.time(), self.owner)
@@ -436,7 +437,16 @@ class WarmthTracker:
             log.warning("warm-up of %s: result not stored (%s)", tier, type(exc).__name__)
             self._remember(tier, change(self._cached(tier)))
 
-    async def _heartbeat(self, tier: str) -> None:
+    async def _heartbeat(self, tier: str, stop: asyncio.Event) -> None:
+        """Renew the warm-up's lease every third of its life until ``stop`` is set.
+
+        Stopped by the event, not by a cancel: on Python 3.11, redis-py sends each command
+        inside ``asyncio.wait_for``, which returns instead of raising when a cancel lands in
+        the step its send finished in. A heartbeat that lost its cancel that way renewed the
+        lease of a finished warm-up forever, and the warm-up, waiting for it to end, never
+        stored ``warm``: every replica showed the tier warming for good (issue 17). A renewal
+        in flight when ``stop`` is set ends within the store's own timeout."""
+
         def renew(old: TierRecord | None) -> TierRecord:
             record = old or self._initial[tier]
             if record.lease_owner != self.owner:
@@ -444,7 +454,9 @@ class WarmthTracker:
             return replace(record, lease_expires=self.clock.time() + self._lease_ttl_s)
 
         while True:
-            await self.clock.sleep(self._lease_ttl_s / 3)
+            stopped, _ = await within(self.clock, stop.wait(), self._lease_ttl_s / 3)
+            if stopped:
+                return
             try:
                 record = await self._store.update(tier, renew)
             except Exception as exc:  # noqa: BLE001 - retried at the next beat

@@ -17,6 +17,8 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -33,35 +35,71 @@ def gateway_process(
     *args: str,
     local_tier: bool = False,
     startup_s: float = STARTUP_S,
+    log: Path | None = None,
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``gateway serve --port P *args``. The test's environment is inherited without its
-    ``GATEWAY_*`` variables, so only ``env`` configures the gateway; the embedded CPU tier is
-    off unless ``local_tier``."""
-    port = free_port()
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    ``GATEWAY_*`` and ``PROMETHEUS_*`` variables, so only ``env`` configures the gateway; the
+    embedded CPU tier is off unless ``local_tier``. Its output is the process's ``stdout``
+    pipe, or the file ``log`` (for a gateway that talks more than a pipe holds unread)."""
+    with gateway_processes(
+        1,
+        env,
+        *args,
+        local_tier=local_tier,
+        startup_s=startup_s,
+        logs=None if log is None else [log],
+    ) as started:
+        yield started[0]
+
+
+@contextmanager
+def gateway_processes(
+    count: int,
+    env: dict[str, str],
+    *args: str,
+    local_tier: bool = False,
+    startup_s: float = STARTUP_S,
+    logs: list[Path] | None = None,
+) -> Iterator[list[tuple[subprocess.Popen[str], str]]]:
+    """``count`` gateways alike (replicas, as on several machines), started together and each
+    ready when this yields; ``logs[i]`` receives replica i's output (see ``gateway_process``)."""
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_"))
+    }
     if not local_tier:
         inherited["GATEWAY_LOCAL_TIER"] = "off"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.ops.cli", "serve", "--port", str(port), *args],
-        env={**inherited, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own group: workers are stopped with it, never orphaned
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    started: list[tuple[subprocess.Popen[str], str]] = []
+    with contextlib.ExitStack() as stack:
+        for i in range(count):
+            port = free_port()
+            output: IO[str] | int = subprocess.PIPE
+            if logs is not None:
+                output = stack.enter_context(logs[i].open("w"))
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.ops.cli", "serve", "--port", str(port), *args],
+                env={**inherited, **env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,  # its own group: workers are stopped with it, never orphaned
+            )
+            stack.callback(_stopped, proc)
+            started.append((proc, f"http://127.0.0.1:{port}"))
         deadline = time.monotonic() + startup_s
-        while not _answers(url):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                stop_group(proc, grace_s=0)
-                pytest.fail(f"gateway did not start: {proc.communicate()[0]}")
-            time.sleep(0.1)  # a process's start-up has no event to wait on from here
-        yield proc, url
-    finally:
-        stop_group(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for proc, url in started:
+            while not _answers(url):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    stop_group(proc, grace_s=0)
+                    output_text = proc.communicate()[0] if proc.stdout is not None else ""
+                    pytest.fail(f"gateway did not start: {output_text or 'see its log'}")
+                time.sleep(0.1)  # a process's start-up has no event to wait on from here
+        yield started
+
+
+def _stopped(proc: subprocess.Popen[str]) -> None:
+    stop_group(proc)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _answers(url: str) -> bool:

@@ -4,6 +4,7 @@ here sleeps for real. Cross-process behaviour on SQLite is in test_warmstore.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,6 +100,35 @@ class BrokenStore:
 
     async def aclose(self) -> None:
         return None
+
+
+class CancelLosingStore(MemoryStore):
+    """A MemoryStore whose writes can be held in flight (``hold``); a cancel that lands on a
+    held write is lost and the write completes when released, as redis-py's does on Python
+    3.11: it sends inside ``asyncio.wait_for``, which returns the sent result instead of
+    raising when the cancel lands in the step the send finished in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: asyncio.Event | None = None
+
+    def hold(self) -> None:
+        self.held = asyncio.Event()
+
+    def release(self) -> None:
+        assert self.held is not None
+        self.held.set()
+        self.held = None
+
+    async def update(
+        self, tier: str, change: Callable[[TierRecord | None], TierRecord]
+    ) -> TierRecord:
+        if self.held is not None:
+            held = self.held
+            while not held.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await held.wait()
+        return await super().update(tier, change)
 
 
 @pytest.fixture
@@ -379,6 +409,36 @@ async def test_aclose_stops_a_warm_up_and_gives_its_lease_back(clock):
     record = await store.load("prod")
     assert record is not None
     assert (record.state, record.lease_owner) == ("cold", None)
+
+
+async def test_a_warm_up_ends_even_when_its_heartbeat_is_mid_write(clock):
+    # The tier answers healthy while the lease's renewal is on its way to the store: the
+    # warm-up must still end, store warm and give the lease back, however the store treats
+    # a cancel (CancelLosingStore loses it, as redis-py does on Python 3.11).
+    store = CancelLosingStore()
+    tracker = WarmthTracker({"prod": PROD}, store, clock, owner="one", lease_ttl_s=3.0)
+    healthy: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    async def probe() -> bool:
+        return await healthy
+
+    warm_up = asyncio.create_task(tracker.warm_up("prod", probe))
+    await clock.advance(0.5)  # the lease taken, the probe held by the booting tier
+    store.hold()
+    await clock.advance(0.5)  # a third of the lease: its renewal is in flight
+    healthy.set_result(True)
+    for _ in range(10):
+        await asyncio.sleep(0)  # the warm-up sees the answer and stops its heartbeat
+    store.release()  # the renewal lands
+    for _ in range(10):
+        if warm_up.done():
+            break
+        await clock.advance(1.0)
+    assert warm_up.done(), "the warm-up never ended: its heartbeat renews the lease for good"
+    record = await store.load("prod")
+    assert record is not None
+    assert (record.state, record.lease_owner) == ("warm", None)
+    await tracker.aclose()
 
 
 # -- waiting -------------------------------------------------------------------------------
