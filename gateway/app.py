@@ -31,7 +31,7 @@ from gateway.http.routes import generate, openai, ops
 from gateway.logs import configure_logging
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.tier_client import TierClient
-from gateway.routing.tier_states import TierStates
+from gateway.routing.warmth_service import WarmthService
 from gateway.runtime import Runtime
 from gateway.settings import Settings, load_settings
 from gateway.structured.preflight import SchemaChecker
@@ -58,7 +58,7 @@ def create_app(
             for name, tier in settings.tiers.items()
         }
         metrics = Metrics()
-        warmth = TierStates.build(
+        warmth = WarmthService.build(
             settings,
             clients,
             clock=clock,

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs
-from gateway.warmth.schedule import ScheduleError, parse_schedule
+from gateway.warmth.schedule import Schedule, ScheduleError, parse_schedule
 
 MODAL_HOLD_S = 150.0  # a Modal web endpoint holds a request this long, then answers 303
 WARMTH_DB_ENV = "GATEWAY_WARMTH_DB"  # set by `gateway serve --workers N` when unset
@@ -96,7 +96,8 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     schema_mode: SchemaMode = "lower"
     schema_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 2  # see config/gateway.toml
     # A down tier's first trial after this many seconds, doubling per failed trial up to
-    # down_retry_max_s; unset: by kind (gateway.warmth.types: 5/60 s free probes, 60/900 s Modal)
+    # down_retry_max_s; unset: by kind (gateway.warmth.types.TierWarmthConfig.for_tier:
+    # 5/60 s for free probes, 60/900 s for a Modal tier that scales to zero)
     down_retry_after_s: Seconds | None = None
     down_retry_max_s: Seconds | None = None
 
@@ -147,7 +148,7 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     fallback: tuple[str, ...]
     fallback_mode: FallbackMode
-    keep_warm: str
+    keep_warm: Schedule  # parsed here, once, as the settings load
     timeouts: Timeouts
     max_redirects: int
     spec: TierSpec | None  # None for a tier tiers.toml does not describe
@@ -260,7 +261,7 @@ def load_settings(
         else:
             url = None
         try:
-            parse_schedule(entry.keep_warm)
+            keep_warm = parse_schedule(entry.keep_warm)
         except ScheduleError as exc:
             raise SettingsError(f"{path}: tiers.{name}.keep_warm: {exc}") from exc
         for other in entry.fallback:
@@ -282,7 +283,7 @@ def load_settings(
             model=model,
             fallback=entry.fallback,
             fallback_mode=entry.fallback_mode,
-            keep_warm=entry.keep_warm,
+            keep_warm=keep_warm,
             timeouts=entry.timeouts,
             max_redirects=hops,
             spec=spec,

@@ -14,12 +14,12 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from gateway.warmth.types import RECOVERY_TICK_S
+
 if TYPE_CHECKING:
     from gateway.warmth.tracker import Probe, WarmthTracker
 
 log = logging.getLogger(__name__)
-
-RECOVERY_TICK_S = 1.0  # a due trial starts within 1 s; a tick costs a cache read per tier
 
 
 async def run_recovery(
