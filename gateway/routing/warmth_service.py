@@ -23,9 +23,8 @@ from gateway.clock import Clock, within
 from gateway.redact import Redactor
 from gateway.routing.tier_client import TierClient
 from gateway.settings import Settings
-from gateway.warmth.recovery import run_recovery
+from gateway.warmth.loops import run_keepwarm, run_recovery
 from gateway.warmth.redis_store import RedisStore, StoreHealth
-from gateway.warmth.schedule import run_keepwarm
 from gateway.warmth.store import MemoryStore, SqliteStore, WarmStore
 from gateway.warmth.tracker import Probe, WarmthTracker
 from gateway.warmth.types import TierWarmthConfig, WarmthReport, WarmthView

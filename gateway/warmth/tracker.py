@@ -38,7 +38,7 @@ Use (the lead wires this into the app's lifespan and the request path)::
     tracker.record_success("prod", latency_s=2.1)   # or record_failure("prod", "timed out")
     tracker.peek("prod")                      # the same without I/O, from this worker's cache
     statuses = await tracker.snapshot()       # dict[str, WarmthReport] for GET /status
-    keepwarm = asyncio.create_task(run_keepwarm(tracker, {"prod": probe}))  # in the lifespan
+    keepwarm = asyncio.create_task(run_keepwarm(tracker, {"prod": probe}))  # loops.py
     keepwarm.cancel(); await tracker.aclose(); await store.aclose()        # at shutdown
 
 Warm-ups are single-flight: in one process through one task per tier, across processes

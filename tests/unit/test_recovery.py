@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.warmth.recovery import run_recovery
+from gateway.warmth.loops import run_recovery
 from gateway.warmth.store import MemoryStore, WarmthRecord
 from gateway.warmth.tracker import WarmthTracker
 from tests.unit.test_warmth import DEV, LOCAL, MONDAY_9_UTC, ScriptedProbe, finish
