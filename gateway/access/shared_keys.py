@@ -12,8 +12,10 @@ Layout, under the deployment's ``state_prefix`` (as the warmth store's keys):
   :class:`~gateway.access.keys.KeyRecord` as JSON: the same record the keys file holds, so
   never the key itself. A revoked key stays, marked ``revoked``: ``list`` shows it, and a
   revocation here wins over the same key live in a keys file.
-- ``<prefix>:keys:version``: a counter every change increments in the same MULTI/EXEC as the
-  change, so a reader that sees a new version reads a set that has it.
+- ``<prefix>:keys:version``: a random token every change replaces, in the same MULTI/EXEC as
+  the change, so a reader that sees a new version reads a set that has it. Random, not a
+  counter: a Redis restarted empty starts counting again, and its first change would carry
+  a number a follower has already seen.
 
 Each gateway process follows the store (:class:`KeyFollower`): every ``FOLLOW_EVERY_S`` one
 ``GET`` of the version, and only when it moved one ``HGETALL``; the records then replace the
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -50,6 +53,7 @@ log = logging.getLogger("gateway.access.shared_keys")
 # Redis serves ~100,000/s. Pub/sub would be faster still, but a subscription lost in an
 # outage must be noticed and renewed, and missed messages re-read: the counter needs neither.
 FOLLOW_EVERY_S = 0.5
+VERSION_BYTES = 8  # 64 random bits: two changes never share a token
 # Two operators creating keys at once conflict once; 16 conflicts in a row is a loop.
 MAX_WATCH_RETRIES = 16
 # What a failed Redis call may raise: its own errors, OSError from the socket, our timeout.
@@ -80,18 +84,18 @@ class SharedKeys:
     def __repr__(self) -> str:  # never the URL: it may hold a password
         return f"SharedKeys(prefix={self.prefix!r})"
 
-    async def version(self) -> int:
+    async def version(self) -> bytes | None:
+        """The current version token; None for a store never written (or emptied)."""
         async with asyncio.timeout(self.timeout_s):
-            raw = await self._redis.get(self.version_key)
-        return int(raw) if raw is not None else 0
+            raw: bytes | None = await self._redis.get(self.version_key)
+        return raw
 
-    async def snapshot(self) -> tuple[int, list[KeyRecord]]:
+    async def snapshot(self) -> tuple[bytes | None, list[KeyRecord]]:
         """The version and every record (revoked ones too), read in one transaction."""
         async with asyncio.timeout(self.timeout_s), self._redis.pipeline(transaction=True) as pipe:
             pipe.get(self.version_key)
             pipe.hgetall(self.hash_key)
-            raw_version, raw_records = await pipe.execute()
-        version = int(raw_version) if raw_version is not None else 0
+            version, raw_records = await pipe.execute()
         return version, _decode_all(raw_records)
 
     async def records(self) -> list[KeyRecord]:
@@ -134,7 +138,7 @@ class SharedKeys:
                     record = change(_decode_all(raws))
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(self.hash_key, record.hash, msgspec.json.encode(record).decode())
-                    pipe.incr(self.version_key)
+                    pipe.set(self.version_key, secrets.token_hex(VERSION_BYTES))
                     await pipe.execute()
                     return
                 except WatchError:
@@ -157,7 +161,8 @@ class KeyFollower:
         self.keys = keys
         self.every_s = every_s
         self._clock = clock or SystemClock()
-        self._version: int | None = None  # None: never read (only the file's keys so far)
+        self._version: bytes | None = None  # the version of the records in ``keys``
+        self.loaded = False  # False until Redis first answered: only the file's keys so far
         self.ok = True  # False while Redis fails: the keys last read stay in force
         self.errors = 0  # failed syncs since start
 
@@ -166,7 +171,7 @@ class KeyFollower:
         it keeps the keys last read and says so."""
         try:
             version = await self.shared.version()
-            if version == self._version:
+            if self.loaded and version == self._version:
                 self._rejoined()
                 return False
             version, records = await self.shared.snapshot()
@@ -174,7 +179,7 @@ class KeyFollower:
             self.errors += 1
             if self.ok:
                 self.ok = False
-                kept = "the keys last read" if self._version is not None else "the file's keys"
+                kept = "the keys last read" if self.loaded else "the file's keys"
                 log.warning(
                     "key store: Redis unavailable (%s); %s stay in force until it is back",
                     type(exc).__name__,  # never its text: it may hold the URL
@@ -182,7 +187,7 @@ class KeyFollower:
                 )
             return False
         self._rejoined()
-        self._version = version
+        self._version, self.loaded = version, True
         self.keys.use_shared(records)
         return True
 
