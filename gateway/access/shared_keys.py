@@ -197,6 +197,15 @@ class KeyFollower:
             await self._clock.sleep(self.every_s)
             await self.sync()
 
+    def health(self) -> dict[str, object]:
+        """For ``/ready``: whether this process follows the shared keys now. Degraded still
+        serves (with the keys last read), so readiness does not depend on it."""
+        return {
+            "backend": "redis",
+            "status": "ok" if self.ok and self.loaded else "degraded",
+            "failed_syncs": self.errors,
+        }
+
     def _rejoined(self) -> None:
         if not self.ok:
             self.ok = True

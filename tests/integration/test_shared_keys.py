@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from redis import Redis
@@ -91,6 +92,7 @@ async def test_an_outage_keeps_the_keys_last_read_and_rejoins(
         assert await follower.sync() is False
         assert await follower.sync() is False
         assert keys.lookup(key) is not None and follower.ok is False and follower.errors == 2
+        assert follower.health() == {"backend": "redis", "status": "degraded", "failed_syncs": 2}
     finally:
         redis_server.resume()
     assert "key store: Redis unavailable (TimeoutError); the keys last read stay" in caplog.text
@@ -98,6 +100,7 @@ async def test_an_outage_keeps_the_keys_last_read_and_rejoins(
     await shared.revoke("ci")
     assert await follower.sync() is True and follower.ok is True
     assert keys.lookup(key) is None
+    assert follower.health()["status"] == "ok"
     assert "key store: Redis is back" in caplog.text
 
     redis_server.stop()  # down: connection refused, the keys last read stay again
@@ -201,6 +204,8 @@ def test_two_gateways_follow_one_revocation_and_an_outage_without_a_restart(
             for url in urls:
                 assert [m.id for m in sdk(url, second).models.list()]
                 assert refused(url, key)
+                ready = httpx.get(url + "/ready", headers={"Authorization": f"Bearer {second}"})
+                assert ready.json()["key_store"]["status"] == "degraded", ready.text
         finally:
             redis_server.resume()
         # Back: the next change reaches both again.
