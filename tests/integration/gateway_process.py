@@ -5,6 +5,8 @@ drains), then SIGKILL for whatever is left.
 
 >>> with gateway_process({"GATEWAY_TIER_DEV_URL": url}, "--workers", "2") as (proc, base):
 ...     httpx.get(base + "/health")
+>>> with gateway_processes(3, {"GATEWAY_STATE": redis_url}, logs=paths) as replicas:
+...     [httpx.get(base + "/status") for _, base in replicas]   # three replicas, one Redis
 """
 
 from __future__ import annotations
@@ -86,12 +88,12 @@ def gateway_processes(
             stack.callback(_stopped, proc)
             started.append((proc, f"http://127.0.0.1:{port}"))
         deadline = time.monotonic() + startup_s
-        for proc, url in started:
+        for i, (proc, url) in enumerate(started):
             while not _answers(url):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     stop_group(proc, grace_s=0)
-                    output_text = proc.communicate()[0] if proc.stdout is not None else ""
-                    pytest.fail(f"gateway did not start: {output_text or 'see its log'}")
+                    said = proc.communicate()[0] if logs is None else logs[i].read_text()
+                    pytest.fail(f"gateway did not start: {said}")
                 time.sleep(0.1)  # a process's start-up has no event to wait on from here
         yield started
 
