@@ -91,6 +91,68 @@ def reset_text(seconds: float) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
+class Kind:
+    """One kind of limit: what ``limits`` counts it as, and the headers that show it."""
+
+    __slots__ = ("headers", "item", "label", "namespace")
+
+    def __init__(self, label: str, item: type[RateLimitItem], shown_as: bytes, short: str) -> None:
+        self.label = label  # as a 429 names it
+        self.item = item
+        self.namespace = f"gateway-{short}"  # in the store's keys: the same across versions
+        self.headers = tuple(
+            b"x-ratelimit-%s-%s" % (part, shown_as) for part in (b"limit", b"remaining", b"reset")
+        )
+
+
+REQUESTS = Kind("requests per minute", RateLimitItemPerMinute, b"requests", "rpm")
+TOKENS = Kind("tokens per minute", RateLimitItemPerMinute, b"tokens", "tpm")
+GPU_TIME = Kind("GPU-seconds per day", RateLimitItemPerDay, b"gpu-seconds", "gpu")
+
+
+class Window:
+    """One limit of one key as this process last counted it. Built once per key and limit, so
+    that a request neither rebuilds the store's key nor formats again what has not changed
+    (the limit; the reset text changes once a second)."""
+
+    __slots__ = (
+        "count",
+        "ends",
+        "expiry_s",
+        "kind",
+        "limit_text",
+        "reset_s",
+        "reset_text",
+        "store_key",
+    )
+
+    def __init__(self, kind: Kind, name: str, amount: int, shown_limit: int) -> None:
+        item = kind.item(amount, namespace=kind.namespace)
+        self.kind = kind
+        self.store_key = item.key_for(name)  # the amount is in it: a changed limit counts afresh
+        self.expiry_s = item.get_expiry()
+        self.count = 0  # after this process's last incr
+        self.ends = 0.0  # when the window ends (epoch seconds); 0.0: none seen open
+        self.limit_text = b"%d" % shown_limit
+        self.reset_s = 0
+        self.reset_text = b""
+
+    def used(self, now: float) -> tuple[int, float]:
+        """(used, seconds to the window's end) as last counted; a fresh window if it ended."""
+        return (self.count, self.ends - now) if self.ends > now else (0, self.expiry_s)
+
+    def headers(self, remaining: int, reset_s: float) -> Headers:
+        whole = max(1, math.ceil(reset_s))
+        if whole != self.reset_s:
+            self.reset_s, self.reset_text = whole, reset_text(whole).encode()
+        limit, left, reset = self.kind.headers
+        return [
+            (limit, self.limit_text),
+            (left, b"%d" % max(remaining, 0)),
+            (reset, self.reset_text),
+        ]
+
+
 class Quotas:
     def __init__(
         self,
@@ -123,91 +185,89 @@ class Quotas:
                 connection_pool=self._pool,  # type: ignore[arg-type]  # an option it documents
             )
         self.errors = 0  # store calls that failed (the request was admitted: fail open)
-        self._items: dict[tuple[str, int], RateLimitItem] = {}
-        # (key name, kind) -> (count, window end) as this process last counted it: the tokens
+        # (key name, kind, amount) -> its window as this process last counted it: the tokens
         # and GPU time a request will use are unknown when it is admitted, so it is checked
         # against the last count, and a window's end is read from the store once per window.
-        self._seen: dict[tuple[str, str], tuple[int, float]] = {}
+        self._windows: dict[tuple[str, Kind, int], Window] = {}
 
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
 
     def sweep(self) -> None:
-        """Drop counters of past windows (in memory; a network store expires its own)."""
+        """Drop counters of past windows: the store's (in memory; a network store expires its
+        own) and this process's view of them (keys revoked or given new limits)."""
         if isinstance(self.storage, SweptMemoryStorage):
             self.storage.sweep()
+        now = time.time()
+        for seen, window in list(self._windows.items()):
+            if window.ends <= now:
+                del self._windows[seen]
 
-    def _item(self, kind: str, amount: int) -> RateLimitItem:
-        key = (kind, amount)
-        item = self._items.get(key)
-        if item is None:
-            cls = RateLimitItemPerDay if kind == "gpu" else RateLimitItemPerMinute
-            item = self._items[key] = cls(amount, namespace=f"gateway-{kind}")
-        return item
+    def _window(self, kind: Kind, name: str, amount: int, shown_limit: int) -> Window:
+        window = self._windows.get((name, kind, amount))
+        if window is None:
+            window = self._windows[(name, kind, amount)] = Window(kind, name, amount, shown_limit)
+        return window
 
-    async def _count(self, kind: str, item: RateLimitItem, name: str, cost: int) -> int:
+    async def _count(self, window: Window, name: str, cost: int) -> int:
         """Add ``cost`` to the key's window; the window's count after it. This is
         ``limits``' ``FixedWindowRateLimiter.hit`` (``storage.incr`` of the item's key, then
         count <= limit), keeping the count it throws away: the ``x-ratelimit-remaining-*``
         headers need it, and reading it back costs as much as the hit."""
-        store_key = item.key_for(name)
         if self.in_memory:
-            count: int = self.storage.incr(store_key, item.get_expiry(), amount=cost)
+            count: int = self.storage.incr(window.store_key, window.expiry_s, amount=cost)
         else:
             try:
-                count = await self.storage.incr(store_key, item.get_expiry(), amount=cost)
+                count = await self.storage.incr(window.store_key, window.expiry_s, amount=cost)
             except STORE_FAILURES as exc:
                 # A down or swamped Redis must not take the gateway down with it: the request
                 # is admitted uncounted (fail open), the failure logged and counted.
                 self.errors += 1
                 log.warning("limits store failed, key %s admitted uncounted: %r", name, exc)
                 return 0
-        seen = self._seen.get((name, kind))
         now = time.time()
-        if seen is not None and seen[1] > now and count > cost:
-            ends = seen[1]  # the window this process saw open is still the one counting
-        elif self.in_memory:
-            ends = self.storage.get_expiry(store_key)
-        else:
-            try:
-                ends = await self.storage.get_expiry(store_key)
-            except STORE_FAILURES:
-                self.errors += 1
-                ends = now + item.get_expiry()
-        self._seen[(name, kind)] = (count, ends)
+        # Unless the window this process saw open is still the one counting, read its end.
+        if window.ends <= now or count <= cost:
+            if self.in_memory:
+                window.ends = self.storage.get_expiry(window.store_key)
+            else:
+                try:
+                    window.ends = await self.storage.get_expiry(window.store_key)
+                except STORE_FAILURES:
+                    self.errors += 1
+                    window.ends = now + window.expiry_s
+        window.count = count
         return count
-
-    def _last(self, kind: str, name: str, window_s: float, now: float) -> tuple[int, float]:
-        """(used, seconds to the window's end) as last counted; a fresh window if it ended."""
-        count, ends = self._seen.get((name, kind), (0, 0.0))
-        return (count, ends - now) if ends > now else (0, window_s)
 
     async def admit(self, key: KeyRecord) -> Headers:
         """Count one request; the ``x-ratelimit-*`` headers for the answer. Raises
         RateLimited (with Retry-After and the same headers) when a limit is used up."""
-        headers: Headers = []
         if key.rpm is None and key.tpm is None and key.gpu_seconds_per_day is None:
-            return headers
+            return []
+        headers: Headers = []
         refused: tuple[str, float] | None = None
         if key.rpm is not None:
-            count = await self._count("rpm", self._item("rpm", key.rpm), key.name, 1)
-            _, reset = self._last("rpm", key.name, MINUTE_S, time.time())
-            headers += _headers(b"requests", key.rpm, key.rpm - count, reset)
+            window = self._window(REQUESTS, key.name, key.rpm, key.rpm)
+            count = await self._count(window, key.name, 1)
+            _, reset = window.used(time.time())
+            headers += window.headers(key.rpm - count, reset)
             if count > key.rpm:
-                refused = ("requests per minute", reset)
+                refused = (REQUESTS.label, reset)
         now = time.time()
         if key.tpm is not None:
-            used, reset = self._last("tpm", key.name, MINUTE_S, now)
-            headers += _headers(b"tokens", key.tpm, key.tpm - used, reset)
+            window = self._window(TOKENS, key.name, key.tpm, key.tpm)
+            used, reset = window.used(now)
+            headers += window.headers(key.tpm - used, reset)
             if used >= key.tpm and refused is None:
-                refused = ("tokens per minute", reset)
+                refused = (TOKENS.label, reset)
         if key.gpu_seconds_per_day is not None:
-            used, reset = self._last("gpu", key.name, DAY_S, now)
-            left = key.gpu_seconds_per_day - math.ceil(used / GPU_MS)
-            headers += _headers(b"gpu-seconds", key.gpu_seconds_per_day, left, reset)
-            if used >= key.gpu_seconds_per_day * GPU_MS and refused is None:
-                refused = ("GPU-seconds per day", reset)
+            limit = key.gpu_seconds_per_day
+            window = self._window(GPU_TIME, key.name, limit * GPU_MS, limit)
+            used, reset = window.used(now)
+            headers += window.headers(limit - math.ceil(used / GPU_MS), reset)
+            if used >= limit * GPU_MS and refused is None:
+                refused = (GPU_TIME.label, reset)
         if refused is not None:
             what, reset = refused
             retry = max(1, math.ceil(reset))
@@ -224,15 +284,9 @@ class Quotas:
         """Add an answer's tokens and GPU time to the key's windows, all of it: the answer
         that crosses a limit counts in full, and the next request is refused."""
         if key.tpm is not None and tokens > 0:
-            await self._count("tpm", self._item("tpm", key.tpm), key.name, tokens)
+            window = self._window(TOKENS, key.name, key.tpm, key.tpm)
+            await self._count(window, key.name, tokens)
         if key.gpu_seconds_per_day is not None and gpu_s > 0:
-            item = self._item("gpu", key.gpu_seconds_per_day * GPU_MS)
-            await self._count("gpu", item, key.name, math.ceil(gpu_s * GPU_MS))
-
-
-def _headers(kind: bytes, limit: int, remaining: int, reset_s: float) -> Headers:
-    return [
-        (b"x-ratelimit-limit-" + kind, b"%d" % limit),
-        (b"x-ratelimit-remaining-" + kind, b"%d" % max(remaining, 0)),
-        (b"x-ratelimit-reset-" + kind, reset_text(reset_s).encode()),
-    ]
+            limit = key.gpu_seconds_per_day
+            window = self._window(GPU_TIME, key.name, limit * GPU_MS, limit)
+            await self._count(window, key.name, math.ceil(gpu_s * GPU_MS))
