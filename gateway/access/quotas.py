@@ -16,13 +16,19 @@ of one machine, and a hand-written one is what the standards rule out.
 Requests are counted before the request runs; tokens and GPU time are known only after the
 answer, so they are charged then, in full, and a key is refused once its window is used up.
 The answer that crosses a limit is served (its cost was unknown). A request is checked
-against tokens and GPU time as this process last counted them (no store read per request):
-with a shared store, a worker sees the other workers' charges at its own next charge, so a
-used-up key may get one more request through each worker.
+against tokens and GPU time as this process last counted them (no store read per request).
+With a shared store, a worker's charges are held and written together (``flush``: one
+``incr`` per key and limit, every ``FLUSH_EVERY_S`` from the gate's background task, and at
+shutdown) instead of two store round trips after every answer, which cost ~200 µs of CPU per
+request in redis-py (bench/results/auth_hot_path.md); the worker's own checks see its held
+charges at once. A worker sees the other workers' charges at its own next flush, so a
+used-up key may get one more request through each worker, plus what it asks within a flush
+interval.
 
 Each limit costs one store call per request in the steady state (an ``incr``; a window's end
-is read once per window): the library's strategy objects read the window back for the
-headers, a second call per limit, which put three limits at twice the CPU budget.
+is read once per window), and with a shared store tokens and GPU time cost one per flush:
+the library's strategy objects read the window back for the headers, a second call per
+limit, which put three limits at twice the CPU budget.
 Windows are fixed (``limits``' fixed window): a key's window opens with its first request
 (its first charge, for tokens and GPU time) and lasts a minute, or a day for GPU-seconds;
 the next request after it opens the next one. A client can spend a minute's limit at the end
@@ -68,6 +74,10 @@ LIMITS_SCHEMES = {
     "unix": "redis+unix",
 }  # settings' -> limits'
 SWEEP_EVERY_S = 10.0  # drops the in-memory counters of past windows (memory, not correctness)
+# Held charges go to a shared store this often: other workers see a charge this much later at
+# most (then at their own next flush); at load one incr per key and limit replaces one per
+# answer, and four wake-ups a second cost nothing measurable.
+FLUSH_EVERY_S = 0.25
 
 
 def wrapped_once(cls: type[MemoryStorage]) -> type[MemoryStorage]:
@@ -133,20 +143,26 @@ class Window:
         "count",
         "ends",
         "expiry_s",
+        "held",
         "kind",
         "limit_text",
+        "name",
         "reset_s",
         "reset_text",
         "store_key",
+        "unsure",
     )
 
     def __init__(self, kind: Kind, name: str, amount: int, shown_limit: int) -> None:
         item = kind.item(amount, namespace=kind.namespace)
         self.kind = kind
+        self.name = name  # the key's name, for the log
         self.store_key = item.key_for(name)  # the amount is in it: a changed limit counts afresh
         self.expiry_s = item.get_expiry()
         self.count = 0  # after this process's last incr
         self.ends = 0.0  # when the window ends (epoch seconds); 0.0: none seen open
+        self.held = 0  # charged here, not yet written to a shared store (in ``count``)
+        self.unsure = False  # ``ends`` is this process's guess: the store's is read at a flush
         self.limit_text = b"%d" % shown_limit
         self.reset_s = 0
         self.reset_text = b""
@@ -203,6 +219,7 @@ class Quotas:
         # and GPU time a request will use are unknown when it is admitted, so it is checked
         # against the last count, and a window's end is read from the store once per window.
         self._windows: dict[tuple[str, Kind, int], Window] = {}
+        self._held: dict[Window, None] = {}  # windows with charges to flush, in charge order
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -242,7 +259,7 @@ class Quotas:
                 return 0
         now = time.time()
         # Unless the window this process saw open is still the one counting, read its end.
-        if window.ends <= now or count <= cost:
+        if window.ends <= now or count <= cost or window.unsure:
             if self.in_memory:
                 window.ends = self.storage.get_expiry(window.store_key)
             else:
@@ -251,7 +268,8 @@ class Quotas:
                 except STORE_FAILURES:
                     self.errors += 1
                     window.ends = now + window.expiry_s
-        window.count = count
+            window.unsure = False
+        window.count = count + window.held  # charges held while the store answered
         return count
 
     async def admit(self, key: KeyRecord) -> Headers:
@@ -296,11 +314,32 @@ class Quotas:
 
     async def charge(self, key: KeyRecord, *, tokens: int, gpu_s: float) -> None:
         """Add an answer's tokens and GPU time to the key's windows, all of it: the answer
-        that crosses a limit counts in full, and the next request is refused."""
+        that crosses a limit counts in full, and the next request is refused. A shared store
+        gets them at the next ``flush``."""
         if key.tpm is not None and tokens > 0:
             window = self._window(TOKENS, key.name, key.tpm, key.tpm)
-            await self._count(window, key.name, tokens)
+            await self._add(window, tokens)
         if key.gpu_seconds_per_day is not None and gpu_s > 0:
             limit = key.gpu_seconds_per_day
             window = self._window(GPU_TIME, key.name, limit * GPU_MS, limit)
-            await self._count(window, key.name, math.ceil(gpu_s * GPU_MS))
+            await self._add(window, math.ceil(gpu_s * GPU_MS))
+
+    async def _add(self, window: Window, cost: int) -> None:
+        if self.in_memory:  # the store is this process's: nothing to wait for, or to batch
+            await self._count(window, window.name, cost)
+            return
+        now = time.time()
+        if window.ends <= now:  # the flush opens the window, or finds one another worker opened
+            window.count, window.ends, window.unsure = 0, now + window.expiry_s, True
+        window.count += cost
+        window.held += cost
+        self._held[window] = None
+
+    async def flush(self) -> None:
+        """Write the charges held since the last flush to the store, one ``incr`` per window,
+        and take the store's counts (the other workers' charges) back."""
+        held, self._held = self._held, {}
+        for window in held:
+            cost, window.held = window.held, 0
+            if cost:
+                await self._count(window, window.name, cost)

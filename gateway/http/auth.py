@@ -32,7 +32,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.access.keys import RELOAD_EVERY_S, Grant, KeyRecord, KeyStore
-from gateway.access.quotas import SWEEP_EVERY_S, Quotas
+from gateway.access.quotas import FLUSH_EVERY_S, SWEEP_EVERY_S, Quotas
 from gateway.access.spend import KeySpend, cost_usd, gpu_seconds
 from gateway.errors import Forbidden, GatewayError, Unauthenticated
 from gateway.http.observability import facts_in
@@ -75,6 +75,7 @@ class Gate:
         self.quotas: Quotas | None = None  # built in the lifespan: needs the event loop
         self.spend: KeySpend | None = None  # registered in the app's metrics in the lifespan
         self.reload_every_s = RELOAD_EVERY_S
+        self.flush_every_s = FLUSH_EVERY_S
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -95,13 +96,17 @@ class Gate:
                 "per-key limits are counted per worker (in memory): with N workers a key gets "
                 "up to N times its limits; set GATEWAY_STATE (or GATEWAY_LIMITS_STORE) to Redis"
             )
-        reloader = asyncio.create_task(self._maintain())
+        tasks = [asyncio.create_task(self._maintain())]
+        if not self.quotas.in_memory:
+            tasks.append(asyncio.create_task(self._flush_charges(self.quotas)))
         try:
             yield
         finally:
-            reloader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reloader
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.quotas.flush()  # the last answers' charges, before the pool closes
             await self.quotas.aclose()
 
     async def _maintain(self) -> None:
@@ -117,6 +122,12 @@ class Gate:
             if since_sweep >= SWEEP_EVERY_S:
                 quotas.sweep()
                 since_sweep = 0.0
+
+    async def _flush_charges(self, quotas: Quotas) -> None:
+        """Write held tokens and GPU time to the shared store (``Quotas.flush``)."""
+        while True:
+            await asyncio.sleep(self.flush_every_s)
+            await quotas.flush()
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Litestar middleware (a factory of ASGI apps); with keys off, ``app`` itself."""
