@@ -67,7 +67,6 @@ log = logging.getLogger("gateway.access.quotas")
 Headers = list[tuple[bytes, bytes]]
 STORE_FAILURES = (RedisError, OSError, TimeoutError)
 GPU_MS = 1000  # GPU time is counted in milliseconds: the library counts integers
-MINUTE_S, DAY_S = 60.0, 86400.0
 LIMITS_SCHEMES = {
     "redis": "redis",
     "rediss": "rediss",

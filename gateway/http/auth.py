@@ -96,17 +96,20 @@ class Gate:
                 "per-key limits are counted per worker (in memory): with N workers a key gets "
                 "up to N times its limits; set GATEWAY_STATE (or GATEWAY_LIMITS_STORE) to Redis"
             )
-        tasks = [asyncio.create_task(self._maintain())]
+        reloader = asyncio.create_task(self._maintain())
+        stop = asyncio.Event()
+        flusher = None
         if not self.quotas.in_memory:
-            tasks.append(asyncio.create_task(self._flush_charges(self.quotas)))
+            flusher = asyncio.create_task(self._flush_charges(self.quotas, stop))
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self.quotas.flush()  # the last answers' charges, before the pool closes
+            reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloader
+            if flusher is not None:  # not cancelled: a flush cut short would lose its charges
+                stop.set()
+                await flusher  # its last flush: the last answers' charges
             await self.quotas.aclose()
 
     async def _maintain(self) -> None:
@@ -123,10 +126,12 @@ class Gate:
                 quotas.sweep()
                 since_sweep = 0.0
 
-    async def _flush_charges(self, quotas: Quotas) -> None:
-        """Write held tokens and GPU time to the shared store (``Quotas.flush``)."""
-        while True:
-            await asyncio.sleep(self.flush_every_s)
+    async def _flush_charges(self, quotas: Quotas, stop: asyncio.Event) -> None:
+        """Write held tokens and GPU time to the shared store (``Quotas.flush``) every
+        ``flush_every_s``, and once more when ``stop`` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.flush_every_s)
             await quotas.flush()
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
