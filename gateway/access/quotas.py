@@ -4,7 +4,7 @@ GPU-seconds per day.
 >>> quotas = Quotas(None)                     # in memory: one process
 >>> quotas = Quotas(Secret("redis://host:6379/0"), prefix="tier-gateway")   # shared
 >>> headers = await quotas.admit(record)      # raises RateLimited past a limit
->>> await quotas.charge(record, tokens=512, gpu_s=0.8)
+>>> quotas.charge(record, tokens=512, gpu_s=0.8)     # held; written by ``flush``
 
 Where the counts live is the storage URL (``limits_store`` / ``GATEWAY_LIMITS_STORE``, by
 default the ``state`` Redis of the shared warmth store when there is one): in memory they
@@ -17,18 +17,18 @@ Requests are counted before the request runs; tokens and GPU time are known only
 answer, so they are charged then, in full, and a key is refused once its window is used up.
 The answer that crosses a limit is served (its cost was unknown). A request is checked
 against tokens and GPU time as this process last counted them (no store read per request).
-With a shared store, a worker's charges are held and written together (``flush``: one
-``incr`` per key and limit, every ``FLUSH_EVERY_S`` from the gate's background task, and at
-shutdown) instead of two store round trips after every answer, which cost ~200 µs of CPU per
-request in redis-py (bench/results/auth_hot_path.md); the worker's own checks see its held
-charges at once. A worker sees the other workers' charges at its own next flush, so a
-used-up key may get one more request through each worker, plus what it asks within a flush
-interval.
+Charges are held and written together (``flush``: one ``incr`` per key and limit, every
+``FLUSH_EVERY_S`` from the gate's background task, and at shutdown) instead of two store
+calls after every answer, which cost ~150 µs of CPU per request in redis-py, and ~7 µs in
+memory (bench/results/auth_hot_path.md); this process's own checks see its held charges at
+once. With a shared store, a worker sees the other workers' charges at its own next flush,
+so a used-up key may get one more request through each worker, plus what it sends within a
+flush interval.
 
-Each limit costs one store call per request in the steady state (an ``incr``; a window's end
-is read once per window), and with a shared store tokens and GPU time cost one per flush:
-the library's strategy objects read the window back for the headers, a second call per
-limit, which put three limits at twice the CPU budget.
+An rpm limit costs one store call per request in the steady state (an ``incr``; a window's
+end is read once per window), tokens and GPU time one per key and limit per flush: the
+library's strategy objects read the window back for the headers, a second call per limit,
+which put three limits at twice the CPU budget.
 Windows are fixed (``limits``' fixed window): a key's window opens with its first request
 (its first charge, for tokens and GPU time) and lasts a minute, or a day for GPU-seconds;
 the next request after it opens the next one. A client can spend a minute's limit at the end
@@ -73,9 +73,9 @@ LIMITS_SCHEMES = {
     "unix": "redis+unix",
 }  # settings' -> limits'
 SWEEP_EVERY_S = 10.0  # drops the in-memory counters of past windows (memory, not correctness)
-# Held charges go to a shared store this often: other workers see a charge this much later at
-# most (then at their own next flush); at load one incr per key and limit replaces one per
-# answer, and four wake-ups a second cost nothing measurable.
+# Held charges go to the store this often: other workers see a charge this much later at most
+# (then at their own next flush); at load one incr per key and limit replaces one per answer,
+# and four wake-ups a second cost nothing measurable.
 FLUSH_EVERY_S = 0.25
 
 
@@ -311,22 +311,19 @@ class Quotas:
             )
         return headers
 
-    async def charge(self, key: KeyRecord, *, tokens: int, gpu_s: float) -> None:
+    def charge(self, key: KeyRecord, *, tokens: int, gpu_s: float) -> None:
         """Add an answer's tokens and GPU time to the key's windows, all of it: the answer
-        that crosses a limit counts in full, and the next request is refused. A shared store
-        gets them at the next ``flush``."""
+        that crosses a limit counts in full, and the next request is refused. This process's
+        checks see them at once; the store gets them at the next ``flush``."""
         if key.tpm is not None and tokens > 0:
             window = self._window(TOKENS, key.name, key.tpm, key.tpm)
-            await self._add(window, tokens)
+            self._add(window, tokens)
         if key.gpu_seconds_per_day is not None and gpu_s > 0:
             limit = key.gpu_seconds_per_day
             window = self._window(GPU_TIME, key.name, limit * GPU_MS, limit)
-            await self._add(window, math.ceil(gpu_s * GPU_MS))
+            self._add(window, math.ceil(gpu_s * GPU_MS))
 
-    async def _add(self, window: Window, cost: int) -> None:
-        if self.in_memory:  # the store is this process's: nothing to wait for, or to batch
-            await self._count(window, window.name, cost)
-            return
+    def _add(self, window: Window, cost: int) -> None:
         now = time.time()
         if window.ends <= now:  # the flush opens the window, or finds one another worker opened
             window.count, window.ends, window.unsure = 0, now + window.expiry_s, True

@@ -98,18 +98,15 @@ class Gate:
             )
         reloader = asyncio.create_task(self._maintain())
         stop = asyncio.Event()
-        flusher = None
-        if not self.quotas.in_memory:
-            flusher = asyncio.create_task(self._flush_charges(self.quotas, stop))
+        flusher = asyncio.create_task(self._flush_charges(self.quotas, stop))
         try:
             yield
         finally:
             reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloader
-            if flusher is not None:  # not cancelled: a flush cut short would lose its charges
-                stop.set()
-                await flusher  # its last flush: the last answers' charges
+            stop.set()  # not cancelled: a flush cut short would lose its charges
+            await flusher  # its last flush: the last answers' charges
             await self.quotas.aclose()
 
     async def _maintain(self) -> None:
@@ -207,7 +204,7 @@ class Gate:
                 gpu_s += more_gpu_s
             if tokens or gpu_s:
                 assert self.quotas is not None
-                await self.quotas.charge(grant.key, tokens=tokens, gpu_s=gpu_s)
+                self.quotas.charge(grant.key, tokens=tokens, gpu_s=gpu_s)
 
     def _record(self, grant: Grant, start: int) -> tuple[int, float, float]:
         """The spend of the tier answers of this request from ``start`` on, into the key's

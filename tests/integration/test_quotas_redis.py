@@ -49,10 +49,10 @@ async def test_tokens_charged_by_one_are_seen_by_the_other_at_its_next_flush(
 ) -> None:
     one, two = quotas("t2"), quotas("t2")
     record = key(tpm=100)
-    await one.charge(record, tokens=80, gpu_s=0)
+    one.charge(record, tokens=80, gpu_s=0)
     await one.flush()
     await two.admit(record)  # two has not counted yet: admitted (documented: one more each)
-    await two.charge(record, tokens=30, gpu_s=0)  # held: two counts 30
+    two.charge(record, tokens=30, gpu_s=0)  # held: two counts 30
     await two.admit(record)
     await two.flush()  # the shared count is now 110, and two has it back
     with pytest.raises(RateLimited, match="tokens per minute"):
@@ -65,7 +65,7 @@ async def test_charges_are_held_and_written_with_one_call_per_limit(
     worker = quotas("t4")
     record = key(tpm=1000, gpu_seconds_per_day=10)
     for _ in range(3):
-        await worker.charge(record, tokens=100, gpu_s=1.5)
+        worker.charge(record, tokens=100, gpu_s=1.5)
     headers = dict(await worker.admit(record))  # its own held charges count at once
     assert headers[b"x-ratelimit-remaining-tokens"] == b"700"
     assert headers[b"x-ratelimit-remaining-gpu-seconds"] == b"5"
@@ -81,7 +81,7 @@ async def test_charges_are_held_and_written_with_one_call_per_limit(
     finally:
         client.close()
     other = quotas("t4")
-    await other.charge(record, tokens=1, gpu_s=0)
+    other.charge(record, tokens=1, gpu_s=0)
     await other.flush()
     headers = dict(await other.admit(record))
     assert headers[b"x-ratelimit-remaining-tokens"] == b"699"  # the first worker's, and its own

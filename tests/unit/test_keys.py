@@ -175,7 +175,7 @@ async def test_tokens_are_charged_after_the_answer_and_refuse_the_next_request(
     quotas = new_quotas()
     record = key(tpm=100)
     await quotas.admit(record)
-    await quotas.charge(record, tokens=150, gpu_s=0.0)  # more than was left: the window fills
+    quotas.charge(record, tokens=150, gpu_s=0.0)  # more than was left: the window fills
     with pytest.raises(RateLimited, match="tokens per minute"):
         await quotas.admit(record)
 
@@ -185,12 +185,38 @@ async def test_gpu_seconds_per_day(new_quotas: Any) -> None:
     record = key(gpu_seconds_per_day=2)
     headers = dict(await quotas.admit(record))
     assert headers[b"x-ratelimit-remaining-gpu-seconds"] == b"2"
-    await quotas.charge(record, tokens=0, gpu_s=1.5)
+    quotas.charge(record, tokens=0, gpu_s=1.5)
     await quotas.admit(record)  # 0.5 s left: served
-    await quotas.charge(record, tokens=0, gpu_s=0.6)
+    quotas.charge(record, tokens=0, gpu_s=0.6)
     with pytest.raises(RateLimited, match="GPU-seconds per day") as info:
         await quotas.admit(record)
     assert int(info.value.headers["Retry-After"]) <= 24 * 3600
+
+
+async def test_charges_count_here_at_once_and_in_the_store_at_the_flush(
+    new_quotas: Any,
+) -> None:
+    quotas = new_quotas()
+    record = key(tpm=1000)
+    for _ in range(3):
+        quotas.charge(record, tokens=100, gpu_s=0.0)
+    headers = dict(await quotas.admit(record))
+    assert headers[b"x-ratelimit-remaining-tokens"] == b"700"
+    [window] = quotas._windows.values()
+
+    async def in_store() -> int:
+        count = quotas.storage.get(window.store_key)
+        return int(await count if not quotas.in_memory else count)
+
+    assert await in_store() == 0  # held
+    await quotas.flush()
+    assert await in_store() == 300  # one incr for the three answers
+    quotas.charge(record, tokens=50, gpu_s=0.0)
+    await quotas.flush()
+    assert await in_store() == 350
+    headers = dict(await quotas.admit(record))
+    assert headers[b"x-ratelimit-remaining-tokens"] == b"650"
+    assert headers[b"x-ratelimit-reset-tokens"] in (b"59s", b"1m0s")
 
 
 async def test_keys_count_apart(new_quotas: Any) -> None:
