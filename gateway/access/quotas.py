@@ -19,7 +19,7 @@ The answer that crosses a limit is served (its cost was unknown). A request is c
 against tokens and GPU time as this process last counted them (no store read per request).
 Charges are held and written together (``flush``: one ``incr`` per key and limit, every
 ``FLUSH_EVERY_S`` from the gate's background task, and at shutdown) instead of two store
-calls after every answer, which cost ~150 µs of CPU per request in redis-py, and ~7 µs in
+calls after every answer, which cost ~150 µs of CPU per request in redis-py, and ~6 µs in
 memory (bench/results/auth_hot_path.md); this process's own checks see its held charges at
 once. With a shared store, a worker sees the other workers' charges at its own next flush,
 so a used-up key may get one more request through each worker, plus what it sends within a
