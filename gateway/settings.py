@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs
+from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs, tier_env_var
 from gateway.warmth.schedule import ScheduleError, parse_schedule
 
 MODAL_HOLD_S = 150.0  # a Modal web endpoint holds a request this long, then answers 303
@@ -248,13 +248,13 @@ def load_settings(
 
     tiers: dict[str, Tier] = {}
     for name, entry in file.tiers.items():
-        key = f"GATEWAY_TIER_{name.upper()}"
+        kind_var, url_var = tier_env_var(name, "KIND"), tier_env_var(name, "URL")
         kind: str = entry.kind
-        if f"{key}_KIND" in env:
-            kind = _choice(env[f"{key}_KIND"], ("modal", "openai"), f"{key}_KIND")
+        if kind_var in env:
+            kind = _choice(env[kind_var], ("modal", "openai"), kind_var)
         url = entry.url
-        if env.get(f"{key}_URL"):
-            url = _check_url(env[f"{key}_URL"], f"{key}_URL")
+        if env.get(url_var):
+            url = _check_url(env[url_var], url_var)
         elif url:
             url = _check_url(url, f"{path}: tiers.{name}.url")
         else:

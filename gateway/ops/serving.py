@@ -35,6 +35,7 @@ from gateway.settings import (
     Settings,
     load_settings,
 )
+from gateway.tierspec import tier_env_var
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
@@ -130,7 +131,7 @@ def describe(settings: Settings, host: str, port: int) -> str:
     lines = [f"gateway: listening on http://{host}:{port}  (config {settings.config_path})"]
     default = settings.env or settings.default_tier
     for tier in settings.tiers.values():
-        where = tier.url or f"not configured (set GATEWAY_TIER_{tier.name.upper()}_URL)"
+        where = tier.url or f"not configured (set {tier_env_var(tier.name, 'URL')})"
         kind = "embedded CPU tier" if tier.kind == "local" else tier.kind
         mark = " (default)" if tier.name == default else ""
         lines.append(f"  {tier.name}{mark}: {kind} -> {where}")

@@ -22,6 +22,7 @@ from gateway.redact import Redactor
 from gateway.routing.plan import TierView
 from gateway.routing.tier_client import TierClient
 from gateway.settings import Settings, Tier
+from gateway.tierspec import tier_env_var
 from gateway.warmth.recovery import RECOVERY_TICK_S, run_recovery
 from gateway.warmth.redis_store import RedisStore, StoreHealth
 from gateway.warmth.schedule import parse_schedule, run_keepwarm
@@ -278,7 +279,7 @@ class TierStates:
             else:
                 row = {
                     "state": "unconfigured",
-                    "missing_setting": f"GATEWAY_TIER_{name.upper()}_URL",
+                    "missing_setting": tier_env_var(name, "URL"),
                 }
             row["kind"] = tier.kind
             row["model"] = tier.model
