@@ -31,7 +31,7 @@ from gateway.settings import (
     EMBEDDED_URL_ENV,
     SUPERVISOR_ENV,
     WARMTH_DB_ENV,
-    ServerLimits,
+    ServerSettings,
     Settings,
     load_settings,
 )
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from litestar.types import ASGIApp
 
 log = logging.getLogger(__name__)
-GRACEFUL_SHUTDOWN_S = ServerLimits().drain_s  # the default drain; `[server] drain_s` sets it
+GRACEFUL_SHUTDOWN_S = ServerSettings().drain_s  # the default drain; `[server] drain_s` sets it
 CHILD_STOP_S = 10  # the CPU tier exits at once on SIGTERM; SIGKILL after this
 # Connections the kernel completes before the worker accepts them. uvicorn's 2048 overflowed
 # when 10,000 clients arrived at a worker on a busy machine (bench/results/hold-10k.md): an
