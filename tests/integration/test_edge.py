@@ -23,9 +23,9 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.settings import DEFAULT_CONFIG, Settings, load_settings
 from tests.conftest import BASE_ENV, DEV_URL, PERSON_SCHEMA, completion, problem_of
+from tests.integration.openai_standin import standin_tier
 from tests.integration.test_cold_start import metric
 from tests.integration.test_keys import Keys, bearer
-from tests.integration.upstream_stub import stub_upstream
 
 PROBLEM = "application/problem+json"
 CHAT = "/v1/chat/completions"
@@ -383,7 +383,7 @@ async def test_hosts_and_origins_from_the_config_file_apply_to_a_served_gateway(
     )
     (tmp_path / "tiers.toml").write_text((DEFAULT_CONFIG.parent / "tiers.toml").read_text())
     origin = "https://app.example"
-    with stub_upstream() as tier:
+    with standin_tier() as tier:
         env = {"GATEWAY_TIER_DEV_URL": f"http://127.0.0.1:{tier.server_address[1]}"}
         settings = load_settings(config, environ={**env, "GATEWAY_TIER_DEV_KIND": "openai"})
         assert settings.server.allowed_hosts == ("gateway.test", "*.gateway.test")

@@ -23,7 +23,7 @@ from gateway.app import create_app
 from gateway.clock import ManualClock
 from gateway.settings import Settings, load_settings
 from tests.conftest import BASE_ENV, DEV_URL, PERSON_SCHEMA, completion
-from tests.integration.upstream_stub import stub_upstream
+from tests.integration.openai_standin import standin_tier
 
 CONFIG = Path(gateway.__file__).resolve().parent.parent / "config"
 BODY = {"prompt": "Invent a person.", "schema": PERSON_SCHEMA}
@@ -64,7 +64,7 @@ def test_a_killed_tier_restarted_10_s_later_serves_again_within_the_backoff(
 ) -> None:
     """Scaled down from the issue's 10 s restart: killed, back 1 s later, backoff 0.5 s
     doubling to 1 s; a probe (free on an `openai` tier) finds it, no request needed."""
-    with stub_upstream() as tier:
+    with standin_tier() as tier:
         port = tier.server_address[1]
         settings = load_settings(
             config_file(tmp_path, "openai", 0.5, 1.0),
@@ -96,7 +96,7 @@ def test_a_killed_tier_restarted_10_s_later_serves_again_within_the_backoff(
         assert status["down_since"] and status["next_trial"]
 
         time.sleep(1.0)  # down for a second more: a trial or two fail meanwhile
-        with stub_upstream(port=port) as restarted:
+        with standin_tier(port=port) as restarted:
             # Within the cap (1 s) and the loop's tick (1 s); bounded loosely here (a shared
             # machine), exactly on a ManualClock in tests/unit/test_recovery.py.
             wait_for(lambda: client.get("/status").json()["dev"]["state"] == "warm", 10)
