@@ -67,6 +67,14 @@ class StandIn(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self._arrived = threading.Condition()
+
+    def wait_seen(self, count: int, timeout_s: float = 30.0) -> None:
+        """Block until ``count`` chat requests have arrived (``timeout_s`` only bounds a
+        failing test)."""
+        with self._arrived:
+            arrived = self._arrived.wait_for(lambda: len(self.seen) >= count, timeout_s)
+        assert arrived, f"{len(self.seen)} of {count} requests reached the tier"
 
     @property
     def url(self) -> str:
@@ -165,7 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         self.server.seen_headers.append(dict(self.headers))
-        self.server.seen.append(body)
+        with self.server._arrived:
+            self.server.seen.append(body)
+            self.server._arrived.notify_all()
         time.sleep(self.server.answer_delay_s)
         status, reply = answer(self.server, body)
         if status != 200 or not body.get("stream"):

@@ -52,8 +52,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_0() -> None:
 
             caller = threading.Thread(target=call)
             caller.start()
-            while not upstream.seen:  # the request is in flight at the tier
-                time.sleep(0.02)
+            upstream.wait_seen(1)  # the request is in flight at the tier
             proc.send_signal(signal.SIGTERM)
             caller.join(timeout=30)
             assert proc.wait(timeout=30) == 0
@@ -202,10 +201,7 @@ def test_drain_refuses_new_requests_while_in_flight_ones_finish(workers: str) ->
 
             with ThreadPoolExecutor(max_workers=6) as pool:
                 calls = [pool.submit(in_flight, i) for i in range(6)]
-                deadline = time.monotonic() + 20
-                while len(upstream.seen) < 6:  # all six are at the tier
-                    assert time.monotonic() < deadline, "the requests never reached the tier"
-                    time.sleep(0.02)
+                upstream.wait_seen(6)  # all six are at the tier
                 proc.send_signal(signal.SIGTERM)
                 time.sleep(1.0)  # the supervisor has passed SIGTERM on to its workers
                 refused = reset = answered = 0
