@@ -150,13 +150,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tier_port, gateway_port = free_port(), free_port()
     tier_argv = [
         sys.executable,
-        str(ROOT / "bench" / "standin_tier.py"),
+        str(ROOT / "bench" / "gateway_bench" / "standin_tier.py"),
         "--port",
         str(tier_port),
         "--fault-rate",
         str(args.fault_rate),
         "--stall",
         str(args.stall),
+        "--content",  # an answer that satisfies PERSON_SCHEMA
+        json.dumps({"name": "Ada", "age": 36}),
     ]
     workdir = Path(tempfile.mkdtemp(prefix="fault-soak-"))
     config = workdir / "gateway.toml"
@@ -301,8 +303,8 @@ def report_md(data: dict[str, Any]) -> str:
     return f"""# Fault soak ({data["when_utc"]})
 
 `{data["command"]}`, {s["duration_s"]:.0f} s, c={s["concurrency"]}, `--workers {s["workers"]}`;
-the stand-in tier (`bench/standin_tier.py`) fails ~{s["fault_rate"]:.0%} of its answers (5xx,
-resets, {s["stall_s"]:.0f} s stalls, garbage); it was killed with SIGKILL at
+the stand-in tier (`bench/gateway_bench/standin_tier.py`) fails ~{s["fault_rate"]:.0%} of its
+answers (5xx, resets, {s["stall_s"]:.0f} s stalls, garbage); it was killed with SIGKILL at
 {data["events_s"].get("killed")} s and restarted {s["tier_down_s"]:.0f} s later. Machine:
 {data["machine"]["cpus"]} CPUs, Python {data["machine"]["python"]}. {data["machine"]["note"]}
 

@@ -2,8 +2,9 @@
 ``POST /v1/chat/completions``), asyncio and standard library only, so one process holds tens
 of thousands of requests and starts in a fraction of a second after a ``kill -9``.
 
-- Every completion is held ``--hold`` seconds (a tier generating), then answered with a
-  vLLM-shaped chat.completion whose content is ``--content``.
+- Every completion is held ``--hold`` seconds (a tier generating), then answered with the
+  benchmarks' vLLM-shaped chat.completion (``payloads.py``): its ticket triage, or
+  ``--content``.
 - With probability ``--fault-rate`` a completion fails instead, one of these at random:
   ``5xx`` (500 or 503 with a vLLM-shaped error body), ``reset`` (the connection is reset,
   SO_LINGER 0, once the request is read), ``stall`` (nothing for ``--stall`` seconds, then
@@ -14,8 +15,9 @@ of thousands of requests and starts in a fraction of a second after a ``kill -9`
 
 It exits by itself after ``--lifetime`` seconds: it never outlives a forgotten run.
 
-    python bench/standin_tier.py --port 9001 --hold 5                             # hold-10k
-    python bench/standin_tier.py --port 9001 --fault-rate 0.1 --stall 30          # fault soak
+    python bench/gateway_bench/standin_tier.py --port 9001 --hold 5               # hold-10k
+    python bench/gateway_bench/standin_tier.py --port 9001 --fault-rate 0.1 \
+        --content '{"name": "Ada", "age": 36}'                                    # fault soak
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import random
 import socket
 import struct
 
+import payloads  # beside this file: a script's own folder is on sys.path
+
 FAULTS = ("5xx", "reset", "stall", "garbage")
 
 
@@ -34,33 +38,6 @@ class Counter:
     inflight = 0
     peak = 0
     served = 0
-
-
-def completion(content: str, model: str) -> bytes:
-    """A chat.completion as vLLM answers it."""
-    body = {
-        "id": "chatcmpl-bench-7f3c2a9e4b1d",
-        "object": "chat.completion",
-        "created": 1764230400,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": content,
-                    "reasoning_content": None,
-                    "tool_calls": [],
-                },
-                "logprobs": None,
-                "finish_reason": "stop",
-                "stop_reason": None,
-            }
-        ],
-        "usage": {"prompt_tokens": 312, "total_tokens": 371, "completion_tokens": 59},
-        "prompt_logprobs": None,
-    }
-    return json.dumps(body).encode()
 
 
 def _response(body: bytes, status: str = "200 OK", ctype: str = "application/json") -> bytes:
@@ -162,13 +139,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--hold", type=float, default=0.005, help="seconds per good answer")
-    parser.add_argument("--content", default='{"name": "Ada", "age": 36}', help="answer text")
-    parser.add_argument("--model", default="dev", help="the answer's model name")
+    parser.add_argument("--content", default=None, help="answer text (default: a triage)")
     parser.add_argument("--fault-rate", type=float, default=0.0)
     parser.add_argument("--stall", type=float, default=30.0, help="seconds a stall holds")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--lifetime", type=float, default=3600.0)
     arguments = parser.parse_args()
     arguments.rng = random.Random(arguments.seed)
-    arguments.body = completion(arguments.content, arguments.model)
+    arguments.body = payloads.chat_completion(arguments.content)
     asyncio.run(main(arguments))
