@@ -176,6 +176,19 @@ def test_allowed_hosts_apply_to_the_completion_routes(
     assert router.calls.call_count - 1 == 2  # the health probe, then the two allowed calls
 
 
+def preflighted(
+    client: TestClient[Any], path: str, origin: str, asks: str = "authorization, content-type"
+) -> httpx.Response:
+    """A browser's CORS preflight for a POST to ``path`` from ``origin`` that will send the
+    headers ``asks``."""
+    headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": asks,
+    }
+    return client.options(path, headers=headers)
+
+
 def test_cors_applies_to_the_completion_routes(
     make_settings: Callable[..., Settings], router: respx.MockRouter
 ) -> None:
@@ -185,14 +198,7 @@ def test_cors_applies_to_the_completion_routes(
     app = create_app(settings, transport=httpx.MockTransport(router.async_handler))
     with TestClient(app) as client:
         for path, sent in bodies().items():
-            preflight = client.options(
-                path,
-                headers={
-                    "Origin": origin,
-                    "Access-Control-Request-Method": "POST",
-                    "Access-Control-Request-Headers": "authorization, content-type, x-model-tier",
-                },
-            )
+            preflight = preflighted(client, path, origin, "authorization, x-model-tier")
             assert preflight.status_code == 204, preflight.text
             assert preflight.headers["access-control-allow-origin"] == origin
             allowed = preflight.headers["access-control-allow-headers"].lower()
@@ -204,10 +210,7 @@ def test_cors_applies_to_the_completion_routes(
             assert "x-model-tier-served" in served.headers["access-control-expose-headers"]
             foreign = client.post(path, json=sent, headers={"Origin": "https://evil.example"})
             assert "access-control-allow-origin" not in foreign.headers
-            refused = client.options(
-                path,
-                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
-            )
+            refused = preflighted(client, path, "https://evil.example")
             assert refused.status_code == 400
             assert "access-control-allow-origin" not in refused.headers
 
@@ -426,14 +429,7 @@ def test_with_keys_on_a_preflight_needs_no_key_and_a_refusal_is_readable(
         make_settings(GATEWAY_KEYS_FILE=str(keys.path), GATEWAY_CORS_ALLOW_ORIGINS=origin)
     )
     for path, sent in bodies().items():
-        preflight = client.options(
-            path,
-            headers={
-                "Origin": origin,
-                "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "authorization, content-type",
-            },
-        )
+        preflight = preflighted(client, path, origin)
         assert preflight.status_code == 204, preflight.text
         refused = client.post(path, json=sent, headers={"Origin": origin})
         assert refused.status_code == 401
