@@ -173,8 +173,8 @@ class SqliteStore:
             conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             # Workers opening a fresh file at once each hold a shared lock and want an
             # exclusive one to switch it to WAL: SQLite answers that deadlock with "database
-            # is locked" at once, never waiting busy_timeout (2 of 40 pairs of processes, in
-            # tests/unit/test_warmstore.py's race). A lock beside the file makes the set-up one
+            # is locked" at once, never waiting busy_timeout (1 run in 10 of the race in
+            # tests/unit/test_warmstore.py). A lock beside the file makes the set-up one
             # worker's at a time; it is held for milliseconds, once per worker.
             with open(f"{self._path}.setup-lock", "a") as setup:
                 fcntl.flock(setup, fcntl.LOCK_EX)  # released when the file closes
