@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.warmth.store import SqliteStore, TierRecord
+from gateway.warmth.store import SqliteStore, WarmthRecord
 from gateway.warmth.tracker import WarmthTracker
 from gateway.warmth.types import TierWarmthConfig
 
@@ -43,8 +43,8 @@ async def main() -> None:
         async def success() -> None:
             tracker.record_success("prod", 1.0)
 
-        def warm(_: TierRecord | None) -> TierRecord:
-            return TierRecord(state="warm", since=time.time(), last_success=time.time())
+        def warm(_: WarmthRecord | None) -> WarmthRecord:
+            return WarmthRecord(state="warm", since=time.time(), last_success=time.time())
 
         cases = [
             ("state(), from the cache", lambda: tracker.state("prod"), 20_000),

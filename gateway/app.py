@@ -14,8 +14,10 @@ hosts and CORS (``[server]`` in the settings), the exception handlers
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 from litestar import Litestar
@@ -24,6 +26,7 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
+from gateway.access.shared_keys import KeyFollower, SharedKeys
 from gateway.clock import Clock, SystemClock
 from gateway.http.auth import Gate
 from gateway.http.observability import Metrics, edge_middleware
@@ -32,7 +35,7 @@ from gateway.http.routes import generate, openai, ops
 from gateway.logs import configure_logging
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.tier_client import TierClient
-from gateway.routing.tier_states import TierStates
+from gateway.routing.warmth_service import WarmthService
 from gateway.runtime import Runtime
 from gateway.settings import Cors, ServerSettings, Settings, load_settings
 from gateway.structured.preflight import SchemaChecker
@@ -47,7 +50,7 @@ def create_app(
     """Build the app; ``transport`` replaces the network for every tier, ``clock`` the time
     (tests)."""
     clock = clock or SystemClock()
-    gate = Gate(settings)  # API keys, limits, spend: on when settings.keys_file is set
+    gate = Gate(settings)  # API keys, limits, spend: on with a keys file or key store
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -56,7 +59,7 @@ def create_app(
             for name, tier in settings.tiers.items()
         }
         metrics = Metrics()
-        warmth = TierStates.build(
+        warmth = WarmthService.build(
             settings,
             clients,
             clock=clock,
@@ -83,7 +86,7 @@ def create_app(
 
     return Litestar(
         route_handlers=[generate.generate, *openai.HANDLERS, *ops.HANDLERS],
-        lifespan=[lifespan, gate.lifespan],
+        lifespan=[lifespan, gate.lifespan, shared_keys_lifespan(settings, gate, clock)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,  # a 413 problem, chunked bodies too
         middleware=[edge_middleware, gate.middleware],
@@ -125,6 +128,38 @@ def cors_config(cors: Cors) -> CORSConfig | None:
         allow_credentials=False,
         max_age=cors.max_age_s,
     )
+
+
+def shared_keys_lifespan(
+    settings: Settings, gate: Gate, clock: Clock
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """With ``keys_store``: the shared keys read before the first request (bounded by
+    ``state_timeout_s``; Redis down leaves the file's keys), then followed every
+    ``FOLLOW_EVERY_S`` (``gateway.access.shared_keys``)."""
+
+    @asynccontextmanager
+    async def follow(app: Litestar) -> AsyncIterator[None]:
+        if settings.keys_store is None or gate.keys is None:
+            yield
+            return
+        shared = SharedKeys(
+            settings.keys_store.reveal(),
+            prefix=settings.state_prefix,
+            timeout_s=settings.state_timeout_s,
+        )
+        follower = KeyFollower(shared, gate.keys, clock=clock)
+        app.state.key_follower = follower
+        await follower.sync()
+        task = asyncio.create_task(follower.follow())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await shared.aclose()
+
+    return follow
 
 
 def app_from_env() -> Litestar:

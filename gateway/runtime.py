@@ -16,7 +16,7 @@ from gateway.http.observability import Metrics
 from gateway.redact import RedactingFilter, Redactor
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.tier_client import TierClient
-from gateway.routing.tier_states import TierStates
+from gateway.routing.warmth_service import WarmthService
 from gateway.settings import Settings
 from gateway.structured.preflight import SchemaChecker
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     clients: dict[str, TierClient]
-    warmth: TierStates
+    warmth: WarmthService
     dispatcher: Dispatcher
     checker: SchemaChecker
     metrics: Metrics

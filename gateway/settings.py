@@ -19,6 +19,8 @@ Environment overrides (each named in errors with where it came from):
   tiers' warmth in Redis, shared by every replica (default: the SQLite file / memory).
 - ``GATEWAY_KEYS_FILE``: the API keys file (``gateway keys``); set, every route but
   ``/health`` needs a key.
+- ``GATEWAY_KEYS_STORE``: ``state`` (the ``state`` Redis) or a Redis URL: API keys shared by
+  every replica, beside the file's; set, every route but ``/health`` needs a key.
 - ``GATEWAY_LIMITS_STORE``: where per-key limits are counted: ``memory://`` (one process) or
   a Redis URL (shared by every worker and replica); default: the ``state`` Redis, if any.
 - ``GATEWAY_ALLOWED_HOSTS`` / ``GATEWAY_CORS_ALLOW_ORIGINS``: comma-separated lists that
@@ -37,13 +39,14 @@ from urllib.parse import urlsplit
 import msgspec
 
 from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs, tier_env_var
-from gateway.warmth.schedule import ScheduleError, parse_schedule
+from gateway.warmth.schedule import Schedule, ScheduleError, parse_schedule
 
 MODAL_HOLD_S = 150.0  # a Modal web endpoint holds a request this long, then answers 303
 WARMTH_DB_ENV = "GATEWAY_WARMTH_DB"  # set by `gateway serve --workers N` when unset
 EMBEDDED_URL_ENV = "GATEWAY_EMBEDDED_TIER_URL"  # set by `gateway serve` for its workers
 SUPERVISOR_ENV = "GATEWAY_SUPERVISOR_PID"  # set by `gateway serve --workers N` for its workers
 STATE_ENV = "GATEWAY_STATE"
+KEYS_STORE_ENV = "GATEWAY_KEYS_STORE"
 ALLOWED_HOSTS_ENV = "GATEWAY_ALLOWED_HOSTS"  # comma-separated; overrides [server] allowed_hosts
 CORS_ORIGINS_ENV = "GATEWAY_CORS_ALLOW_ORIGINS"  # comma-separated; overrides allow_origins
 STATE_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url understands
@@ -101,7 +104,8 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     schema_mode: SchemaMode = "lower"
     schema_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 2  # see config/gateway.toml
     # A down tier's first trial after this many seconds, doubling per failed trial up to
-    # down_retry_max_s; unset: by kind (gateway.warmth.types: 5/60 s free probes, 60/900 s Modal)
+    # down_retry_max_s; unset: by kind (gateway.warmth.types.TierWarmthConfig.for_tier:
+    # 5/60 s for free probes, 60/900 s for a Modal tier that scales to zero)
     down_retry_after_s: Seconds | None = None
     down_retry_max_s: Seconds | None = None
 
@@ -185,6 +189,8 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     # A crashed replica's warm-up is taken over within this (renewed every third of it).
     warmup_lease_s: Seconds = 30.0
     keys_file: str = ""  # API keys (gateway keys); relative to this file; "" = keys off
+    # API keys shared by replicas: "state" (the state Redis) or a Redis URL; "" = file only
+    keys_store: str = ""
     limits_store: str = ""  # per-key limits: memory:// or a Redis URL; "" = state, else memory
     server: ServerSettings = ServerSettings()
     tiers: dict[str, TierFileEntry]
@@ -199,7 +205,7 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     fallback: tuple[str, ...]
     fallback_mode: FallbackMode
-    keep_warm: str
+    keep_warm: Schedule  # parsed here, once, as the settings load
     timeouts: Timeouts
     max_redirects: int
     spec: TierSpec | None  # None for a tier tiers.toml does not describe
@@ -238,8 +244,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     supervisor_pid: int | None = None  # a worker of `gateway serve --workers N`: its parent
     modal_key: Secret | None = None
     modal_secret: Secret | None = None
-    keys_file: Path | None = None  # None: keys off (every route open)
+    keys_file: Path | None = None  # None and no keys_store: keys off (every route open)
+    keys_store: Secret | None = None  # a Redis URL holding keys (gateway.access.shared_keys)
     limits_store: Secret | None = None  # a Redis URL (it may hold a password); None: memory
+
+    @property
+    def keys_on(self) -> bool:
+        """Every route but ``/health`` needs a key: a keys file, a shared key store, or both."""
+        return self.keys_file is not None or self.keys_store is not None
 
     @property
     def embedded_tier(self) -> Tier | None:
@@ -401,7 +413,7 @@ def load_settings(
         else:
             url = None
         try:
-            parse_schedule(entry.keep_warm)
+            keep_warm = parse_schedule(entry.keep_warm)
         except ScheduleError as exc:
             raise SettingsError(f"{path}: tiers.{name}.keep_warm: {exc}") from exc
         for other in entry.fallback:
@@ -423,7 +435,7 @@ def load_settings(
             model=model,
             fallback=entry.fallback,
             fallback_mode=entry.fallback_mode,
-            keep_warm=entry.keep_warm,
+            keep_warm=keep_warm,
             timeouts=entry.timeouts,
             max_redirects=hops,
             spec=spec,
@@ -452,6 +464,7 @@ def load_settings(
         keys_file = Path(env["GATEWAY_KEYS_FILE"])
     elif file.keys_file:
         keys_file = path.parent / file.keys_file
+    keys_store = _keys_store(env, file, state, path)
     # Per-key limits count where the warmth is shared, unless told otherwise.
     limits_store = env.get("GATEWAY_LIMITS_STORE") or file.limits_store or state or "memory://"
     if urlsplit(limits_store).scheme not in ("memory", *STATE_SCHEMES):
@@ -482,5 +495,20 @@ def load_settings(
         modal_key=Secret(key_) if key_ else None,
         modal_secret=Secret(secret) if secret else None,
         keys_file=keys_file,
+        keys_store=Secret(keys_store) if keys_store else None,
         limits_store=None if limits_store.startswith("memory:") else Secret(limits_store),
     )
+
+
+def _keys_store(env: Mapping[str, str], file: GatewayFile, state: str, path: Path) -> str:
+    """The Redis URL of the shared API keys, or "": ``state`` names the ``state`` Redis."""
+    value = env.get(KEYS_STORE_ENV) or file.keys_store
+    where = KEYS_STORE_ENV if env.get(KEYS_STORE_ENV) else f"{path}: keys_store"
+    if value == "state":
+        if not state:
+            raise SettingsError(f"{where}: 'state', but no state (GATEWAY_STATE) Redis is set")
+        return state
+    if value and urlsplit(value).scheme not in STATE_SCHEMES:
+        # the value itself is not shown: a Redis URL may carry a password
+        raise SettingsError(f"{where}: not 'state' or a {'://, '.join(STATE_SCHEMES)}:// URL")
+    return value

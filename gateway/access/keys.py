@@ -13,6 +13,11 @@ added key takes effect without a restart and the request path does no I/O.
 
 The file is JSON (msgspec), written whole to a temporary file and renamed, so a reader never
 sees half of it. A file that stops parsing keeps the keys last read, and says so in the log.
+
+Keys can also live in Redis, shared by every replica (``gateway.access.shared_keys``, which
+hands its records to ``KeyStore.use_shared``). With both, the live keys are the union of the
+two, and a key revoked in either is refused (revocation wins); a key live in both is taken
+with the shared store's record.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import hmac
 import logging
 import os
 import tempfile
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -110,13 +117,19 @@ def revoke_key(path: Path, name: str) -> None:
 
 
 class KeyStore:
-    """The live keys, by hash. ``lookup`` is the request path: no I/O, one hash, one dict
-    access, one constant-time compare."""
+    """The live keys, by hash: the keys file's (``path``, None for none) and the shared
+    store's. ``lookup`` is the request path: no I/O, one hash, one dict access, one
+    constant-time compare."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self._by_hash: dict[str, KeyRecord] = {}
         self._stamp: tuple[int, int, int] | None = None
+        self._from_file: list[KeyRecord] = []
+        self._shared: list[KeyRecord] = []
+        # The file is re-read on a worker thread, the shared keys arrive on the event loop:
+        # each merge reads both halves whole, so neither undoes the other's change.
+        self._merging = threading.Lock()
         self.refresh()
 
     def lookup(self, key: str) -> KeyRecord | None:
@@ -131,6 +144,8 @@ class KeyStore:
     def refresh(self) -> bool:
         """Re-read the file if it changed; True when it did. A file that fails to parse
         keeps the keys last read (an operator's typo must not open or close the gateway)."""
+        if self.path is None:
+            return False
         try:
             st = self.path.stat()
             stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -143,10 +158,26 @@ class KeyStore:
         except KeysFileError as exc:
             log.warning("keys file not reloaded, the keys last read stay: %s", exc)
             return False
-        self._by_hash = {k.hash: k for k in keys.keys if not k.revoked}
+        with self._merging:
+            self._from_file = list(keys.keys)
+            self._merge()
         self._stamp = stamp
         log.info("keys loaded", extra={"keys": len(self._by_hash)})
         return True
+
+    def use_shared(self, records: Iterable[KeyRecord]) -> None:
+        """The shared store's records (revoked ones too), replacing the ones it gave before."""
+        with self._merging:
+            self._shared = list(records)
+            self._merge()
+        log.info("shared keys loaded", extra={"keys": len(self._by_hash)})
+
+    def _merge(self) -> None:
+        """Union of the live keys; a key revoked anywhere is refused everywhere. One dict
+        built whole and swapped in: a request sees the old set or the new one."""
+        both = [*self._from_file, *self._shared]  # later wins: the shared record
+        revoked = {k.hash for k in both if k.revoked}
+        self._by_hash = {k.hash: k for k in both if k.hash not in revoked}
 
     def names(self) -> list[str]:
         return sorted(k.name for k in self._by_hash.values())

@@ -1,6 +1,6 @@
 """API keys on every route: who may call, which tiers, how fast, and what it cost.
 
->>> gate = Gate(settings)                    # keys on when settings.keys_file is set
+>>> gate = Gate(settings)                    # keys on with a keys file or a shared key store
 >>> Litestar(..., middleware=[gate.middleware], lifespan=[..., gate.lifespan])
 
 The middleware runs for every Litestar route (Litestar builds it into each route's stack):
@@ -71,7 +71,7 @@ class Gate:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = KeyStore(settings.keys_file) if settings.keys_file is not None else None
+        self.keys = KeyStore(settings.keys_file) if settings.keys_on else None
         self.quotas: Quotas | None = None  # built in the lifespan: needs the event loop
         self.spend: KeySpend | None = None  # registered in the app's metrics in the lifespan
         self.reload_every_s = RELOAD_EVERY_S

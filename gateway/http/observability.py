@@ -31,7 +31,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
@@ -39,12 +39,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway.warmth.types import WarmthState
+
 if TYPE_CHECKING:
     from gateway.errors import OutputInvalid
 
 log = logging.getLogger("gateway.request")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-STATES = ("unknown", "cold", "warming", "warm", "down", "unconfigured")
+STATES = (*get_args(WarmthState), "unconfigured")  # every value the state gauge may take
 
 # Latency buckets (s): the gateway's own overhead is sub-millisecond; a cold 32B tier is 424 s.
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -52,7 +54,7 @@ LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 
 COLD_START_BUCKETS = (5, 15, 30, 60, 90, 120, 180, 300, 420, 600, 900)
 
 
-class TierStateCollector:
+class WarmthStateCollector:
     """``gateway_tier_state{tier,state}`` = 1 for each tier's current state, at scrape time."""
 
     def __init__(self, states: Callable[[], dict[str, str]]) -> None:
@@ -144,9 +146,9 @@ class Metrics:
         if self.multiprocess:
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
 
-    def watch_states(self, tier_states: Callable[[], dict[str, str]]) -> None:
+    def watch_states(self, warmth_states: Callable[[], dict[str, str]]) -> None:
         """Report each tier's warmth state, read at scrape time."""
-        self.registry.register(TierStateCollector(tier_states))
+        self.registry.register(WarmthStateCollector(warmth_states))
 
     def counts(self) -> dict[str, dict[str, Any]]:
         """Requests and fallbacks by reason, per tier requested, summed over all workers."""

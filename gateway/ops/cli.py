@@ -24,11 +24,11 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    if settings.keys_file is None and not args.no_auth and not _loopback(args.host):
+    if not settings.keys_on and not args.no_auth and not _loopback(args.host):
         print(
             f"gateway: refusing to serve {args.host} without API keys: anyone who reaches it "
-            "could wake the GPU tiers. Set keys_file (GATEWAY_KEYS_FILE; `gateway keys "
-            "create`), or pass --no-auth to serve it open.",
+            "could wake the GPU tiers. Set keys_file (GATEWAY_KEYS_FILE) or keys_store "
+            "(GATEWAY_KEYS_STORE) and `gateway keys create`, or pass --no-auth to serve it open.",
             file=sys.stderr,
         )
         return 2

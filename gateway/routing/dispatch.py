@@ -35,19 +35,20 @@ from gateway.errors import (
     TierUnavailable,
     UpstreamError,
 )
-from gateway.routing.plan import Action, Budget, Plan, TierView, plan_request
+from gateway.routing.plan import Action, Budget, Plan, plan_request
 from gateway.routing.tier_client import TierClient, TierReply
 from gateway.routing.tier_stream import OpenedStream, open_stream
 from gateway.schemas import ChatCompletion
 from gateway.settings import FallbackMode, Settings, Tier
+from gateway.warmth.types import WarmthView
 
 EMPTY = ChatCompletion()  # a stream's reply: its answer is read later, by the relay
 
 
 class Warmth(Protocol):
-    """What dispatch needs of the warmth tracker (``gateway.warmth.tracker``)."""
+    """What dispatch needs of warmth (``gateway.routing.warmth_service.WarmthService``)."""
 
-    async def view(self, tier: str) -> TierView: ...
+    async def view(self, tier: str) -> WarmthView: ...
     def record_success(self, tier: str, latency_s: float) -> None: ...
     def record_failure(self, tier: str, error: str) -> None: ...
     def trigger_warm_up(self, tier: str) -> None: ...

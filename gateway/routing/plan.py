@@ -22,6 +22,7 @@ import msgspec
 
 from gateway.errors import ClientError, UnknownTier
 from gateway.settings import FallbackMode, Settings, Tier
+from gateway.warmth.types import WarmthView
 
 ChoiceSource = Literal["header", "model", "env", "default"]
 
@@ -101,17 +102,6 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     trial: bool = False  # CALL of a down tier: the call is its trial, if it wins the claim
 
 
-class TierView(msgspec.Struct, frozen=True, kw_only=True):
-    """What the planner needs to know of a tier's warmth at this instant."""
-
-    usable: bool  # configured and not known to be down (or down, and this may be its trial)
-    warm: bool
-    eta_s: float | None = None  # seconds until warm, when not warm
-    state: str = "unknown"  # the warmth state (gateway.warmth.store.State), for messages
-    trial: bool = False  # down, and its next trial is due: a request may be that trial
-    retry_after_s: float | None = None  # not usable: seconds until it may be again
-
-
 # With a fallback behind it, the primary may use this share of the request's deadline; the
 # rest is the fallback's, so a hung primary never eats it (LiteLLM's most reported failure:
 # a 20 s timeout that fell back only after a minute).
@@ -140,8 +130,8 @@ def plan_request(
     tier: Tier,
     mode: FallbackMode,
     budget: Budget,
-    view: TierView,
-    fallbacks: dict[str, TierView],
+    view: WarmthView,
+    fallbacks: dict[str, WarmthView],
 ) -> Plan:
     """Decide how to serve one request; ``fallbacks`` holds the views of ``tier.fallback``.
 

@@ -1,7 +1,7 @@
 """The warmth store of several machines: one Redis (or Valkey) shared by every replica.
 
 It is a :class:`gateway.warmth.store.WarmStore`: one key per tier holds the same
-:class:`TierRecord` JSON the SQLite store keeps in a row, so state, learned cold-start mean,
+:class:`WarmthRecord` JSON the SQLite store keeps in a row, so state, learned cold-start mean,
 warm-up lease (with its ``lease_expires``) and keep-warm bookkeeping change together::
 
     store = RedisStore("redis://redis:6379/0", prefix="team-a", timeout_s=0.25)
@@ -36,7 +36,7 @@ from redis.exceptions import RedisError, WatchError
 from redis.retry import Retry
 
 from gateway.clock import Clock, SystemClock
-from gateway.warmth.store import Change, MemoryStore, TierRecord
+from gateway.warmth.store import Change, MemoryStore, WarmthRecord
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class RedisStore:
 
     # -- the WarmStore protocol ----------------------------------------------------------
 
-    async def load(self, tier: str) -> TierRecord | None:
+    async def load(self, tier: str) -> WarmthRecord | None:
         if self._skip_redis():
             return await self._local.load(tier)
         try:
@@ -128,7 +128,7 @@ class RedisStore:
             await self._local.update(tier, _replaced_by(record))
         return record
 
-    async def load_all(self) -> dict[str, TierRecord]:
+    async def load_all(self) -> dict[str, WarmthRecord]:
         if self._skip_redis():
             return await self._local.load_all()
         try:
@@ -149,7 +149,7 @@ class RedisStore:
                 await self._local.update(name, _replaced_by(record))
         return records
 
-    async def update(self, tier: str, change: Change) -> TierRecord:
+    async def update(self, tier: str, change: Change) -> WarmthRecord:
         # This replica's own writes to a tier go one at a time: racing each other through
         # WATCH would only make them retry. Only other replicas' writes conflict.
         async with self._locks.setdefault(tier, asyncio.Lock()):
@@ -170,7 +170,7 @@ class RedisStore:
 
     # -- internals -----------------------------------------------------------------------
 
-    async def _transaction(self, tier: str, change: Change) -> TierRecord:
+    async def _transaction(self, tier: str, change: Change) -> WarmthRecord:
         """WATCH the key, read, apply ``change``, write in MULTI/EXEC; another replica's
         write in between aborts EXEC (WatchError) and ``change``, pure, runs again."""
         key = self.key(tier)
@@ -220,14 +220,14 @@ class RedisStore:
             log.warning("warmth store: Redis is back; shared state rejoined")
 
 
-def _replaced_by(record: TierRecord) -> Change:
+def _replaced_by(record: WarmthRecord) -> Change:
     return lambda old: record
 
 
-def _decode(tier: str, raw: bytes) -> TierRecord | None:
+def _decode(tier: str, raw: bytes) -> WarmthRecord | None:
     # As the SQLite store: a record another gateway version wrote is dropped, not fatal.
     try:
-        return msgspec.json.decode(raw, type=TierRecord)
+        return msgspec.json.decode(raw, type=WarmthRecord)
     except msgspec.DecodeError:
         log.warning("warmth store: unreadable record for tier %r ignored", tier)
         return None

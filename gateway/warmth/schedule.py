@@ -15,28 +15,21 @@ Inside a window the tier is touched (a cheap probe) once ``touch_fraction`` (80 
 scale-down window has passed since its last success, so it never idles long enough for the
 platform to stop it. ``lead_s`` lets a window count as open that much early, so a tier with
 a 7-minute cold start is already warm when the window opens. ``run_keepwarm`` is the loop
-that acts on it through a :class:`~gateway.warmth.tracker.WarmthTracker`.
+that acts on it (``gateway.warmth.loops``). Pure: settings parse each tier's schedule with
+it as they load.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-if TYPE_CHECKING:
-    from gateway.warmth.tracker import Probe, WarmthTracker
-
-log = logging.getLogger(__name__)
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 24 * 60
 TOUCH_FRACTION = 0.8  # touch at 80 % of the scale-down window: 20 % left covers a slow probe
-KEEPWARM_TICK_S = 30.0  # 10 % of the shortest scale-down window (300 s): touches land in time
 
 _TIME = re.compile(r"^(\d{2}):(\d{2})$")
 
@@ -211,27 +204,3 @@ def next_touch(
     if schedule.mode == "always" or in_window(schedule, touch) or in_window(schedule, touch + lead):
         return touch
     return min(window.starts_after(touch + lead) for window in schedule.windows) - lead
-
-
-async def run_keepwarm(
-    tracker: WarmthTracker,
-    probes: Mapping[str, Probe],
-    *,
-    interval_s: float = KEEPWARM_TICK_S,
-    ticks: int | None = None,
-) -> None:
-    """Touch each tier whose keep-warm is due, every ``interval_s``; start it from the app's
-    lifespan and cancel it on shutdown. Each tick only triggers warm-ups (single-flight
-    across workers: all workers may run this loop and one of them touches), so one tier's
-    seven-minute boot never delays another's touch. ``ticks`` bounds the loop (tests)."""
-    done = 0
-    while ticks is None or done < ticks:
-        done += 1
-        for tier, probe in probes.items():
-            try:
-                if await tracker.keepwarm_due(tier):
-                    log.info("keep-warm: touching tier %s", tier)
-                    tracker.trigger_warm_up(tier, probe)
-            except Exception as exc:  # noqa: BLE001 - one bad tick must not end keep-warm
-                log.warning("keep-warm: tier %s skipped this tick (%s)", tier, type(exc).__name__)
-        await tracker.clock.sleep(interval_s)

@@ -1,6 +1,6 @@
 """Where the gateway's worker processes keep one shared truth about each tier's warmth.
 
-One record per tier (:class:`TierRecord`) holds the stored state, the last success, the
+One record per tier (:class:`WarmthRecord`) holds the stored state, the last success, the
 learned cold-start mean and the warm-up lease. A store offers three async calls, and
 ``update`` is the only way to write: it applies a pure function to the current record
 atomically, so taking the lease and entering ``warming`` is one step no other worker can
@@ -11,8 +11,8 @@ split::
     await store.aclose()
 
 ``MemoryStore`` serves one process and tests; ``SqliteStore`` serves the worker processes
-of one machine. A Redis store for several machines fits the same :class:`WarmStore`
-protocol (``update`` as WATCH/MULTI or a Lua script); none is implemented here.
+of one machine; ``gateway.warmth.redis_store.RedisStore`` (``update`` as WATCH/MULTI) serves
+several machines through the same :class:`WarmStore` protocol.
 
 Why the lease lives in the tier's row rather than in a table of its own: the lease and the
 ``warming`` state must change together; one row changed in one transaction cannot be seen
@@ -28,27 +28,25 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import msgspec
 from msgspec.structs import replace
 
-if TYPE_CHECKING:
-    from gateway.warmth.types import TierWarmthConfig
+from gateway.warmth.types import TierWarmthConfig, WarmthState
 
 log = logging.getLogger(__name__)
-
-State = Literal["unknown", "cold", "warming", "warm", "down"]
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000  # a transaction here takes well under 1 ms; 5 s means a hang
 SCHEMA_VERSION = 1
 
 
-class TierRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """What every worker knows about one tier. Times are wall-clock epoch seconds, the only
-    clock worker processes (and machines) share."""
+class WarmthRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One tier's warmth as stored, shared by every worker (and replica): the row the state
+    machine's changes below rewrite. Times are wall-clock epoch seconds, the only clock
+    worker processes (and machines) share."""
 
-    state: State
+    state: WarmthState
     since: float  # when ``state`` was entered (for ``warming``: when the warm-up began)
     last_success: float | None = None
     last_latency_s: float | None = None
@@ -68,18 +66,18 @@ class TierRecord(msgspec.Struct, frozen=True, kw_only=True):
         return self.lease_owner is not None and (self.lease_expires or 0.0) > now
 
 
-Change = Callable[[TierRecord | None], TierRecord]
+Change = Callable[[WarmthRecord | None], WarmthRecord]
 T = TypeVar("T")
 
 
 class WarmStore(Protocol):
     """The shared store. Implementations must make ``update`` atomic across all workers."""
 
-    async def load(self, tier: str) -> TierRecord | None: ...
+    async def load(self, tier: str) -> WarmthRecord | None: ...
 
-    async def load_all(self) -> dict[str, TierRecord]: ...
+    async def load_all(self) -> dict[str, WarmthRecord]: ...
 
-    async def update(self, tier: str, change: Change) -> TierRecord:
+    async def update(self, tier: str, change: Change) -> WarmthRecord:
         """Apply ``change`` to the current record (None if there is none) and store the
         result, with no other write in between. ``change`` must be pure: a store may call it
         again when it retries."""
@@ -92,16 +90,16 @@ class MemoryStore:
     """One process (and tests): a dict. Never yields to the event loop, so tests built on it
     are deterministic."""
 
-    def __init__(self, records: Mapping[str, TierRecord] | None = None) -> None:
-        self._records: dict[str, TierRecord] = dict(records or {})
+    def __init__(self, records: Mapping[str, WarmthRecord] | None = None) -> None:
+        self._records: dict[str, WarmthRecord] = dict(records or {})
 
-    async def load(self, tier: str) -> TierRecord | None:
+    async def load(self, tier: str) -> WarmthRecord | None:
         return self._records.get(tier)
 
-    async def load_all(self) -> dict[str, TierRecord]:
+    async def load_all(self) -> dict[str, WarmthRecord]:
         return dict(self._records)
 
-    async def update(self, tier: str, change: Change) -> TierRecord:
+    async def update(self, tier: str, change: Change) -> WarmthRecord:
         record = change(self._records.get(tier))
         self._records[tier] = record
         return record
@@ -126,14 +124,14 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warmstore")
         self._conn: sqlite3.Connection | None = None
 
-    async def load(self, tier: str) -> TierRecord | None:
+    async def load(self, tier: str) -> WarmthRecord | None:
         return await self._run(lambda conn: self._select(conn, tier))
 
-    async def load_all(self) -> dict[str, TierRecord]:
+    async def load_all(self) -> dict[str, WarmthRecord]:
         return await self._run(self._select_all)
 
-    async def update(self, tier: str, change: Change) -> TierRecord:
-        def transaction(conn: sqlite3.Connection) -> TierRecord:
+    async def update(self, tier: str, change: Change) -> WarmthRecord:
+        def transaction(conn: sqlite3.Connection) -> WarmthRecord:
             # IMMEDIATE takes the write lock before the read: no other worker can change the
             # row between our read and our write, and no lock upgrade can deadlock.
             conn.execute("BEGIN IMMEDIATE")
@@ -188,11 +186,11 @@ class SqliteStore:
             self._conn = conn
         return self._conn
 
-    def _select(self, conn: sqlite3.Connection, tier: str) -> TierRecord | None:
+    def _select(self, conn: sqlite3.Connection, tier: str) -> WarmthRecord | None:
         row = conn.execute("SELECT record FROM tier_warmth WHERE tier = ?", (tier,)).fetchone()
         return None if row is None else _decode(tier, row[0])
 
-    def _select_all(self, conn: sqlite3.Connection) -> dict[str, TierRecord]:
+    def _select_all(self, conn: sqlite3.Connection) -> dict[str, WarmthRecord]:
         records = {}
         for tier, raw in conn.execute("SELECT tier, record FROM tier_warmth"):
             record = _decode(tier, raw)
@@ -204,7 +202,7 @@ class SqliteStore:
 # -- the record changes: pure, so a store may apply them again when it retries -------------
 
 
-def next_trial_at(cfg: TierWarmthConfig, record: TierRecord) -> float:
+def next_trial_at(cfg: TierWarmthConfig, record: WarmthRecord) -> float:
     """When a down tier may next be tried (a record written before ``retry_at`` existed:
     ``down_retry_after_s`` after it went down)."""
     if record.retry_at is not None:
@@ -212,7 +210,9 @@ def next_trial_at(cfg: TierWarmthConfig, record: TierRecord) -> float:
     return record.since + cfg.down_retry_after_s
 
 
-def _still_down(cfg: TierWarmthConfig, record: TierRecord, now: float, error: str) -> TierRecord:
+def _still_down(
+    cfg: TierWarmthConfig, record: WarmthRecord, now: float, error: str
+) -> WarmthRecord:
     """A trial (or a warm-up) of a tier failed: down since it first went down, tried again
     after the backoff its trials have earned."""
     down_since = record.down_since if record.down_since is not None else now
@@ -229,7 +229,7 @@ def _still_down(cfg: TierWarmthConfig, record: TierRecord, now: float, error: st
 _RECOVERED = {"down_since": None, "retry_at": None, "trials": 0}
 
 
-def effective(cfg: TierWarmthConfig, record: TierRecord, now: float) -> TierRecord:
+def effective(cfg: TierWarmthConfig, record: WarmthRecord, now: float) -> WarmthRecord:
     """The stored record with the presumptions applied: scale-down, and dead warm-ups."""
     if (
         record.state == "warm"
@@ -244,19 +244,19 @@ def effective(cfg: TierWarmthConfig, record: TierRecord, now: float) -> TierReco
         return replace(record, state="down", since=record.down_since, retry_at=expired)
     if record.state == "warming" and not record.lease_held(now):
         # The worker warming it is gone; nothing is known to be booting any more.
-        presumed: State = "cold" if cfg.scales_to_zero else "unknown"
+        presumed: WarmthState = "cold" if cfg.scales_to_zero else "unknown"
         return replace(record, state=presumed, since=record.lease_expires or record.since)
     return record
 
 
 def claimed(
-    cfg: TierWarmthConfig, initial: TierRecord, now: float, owner: str, ttl_s: float
+    cfg: TierWarmthConfig, initial: WarmthRecord, now: float, owner: str, ttl_s: float
 ) -> Change:
     """Take the warm-up lease unless another worker holds it or the tier is down and was
     retried too recently; the result says which (``lease_owner``). A warm tier stays warm
     (a touch); any other enters ``warming`` now."""
 
-    def change(old: TierRecord | None) -> TierRecord:
+    def change(old: WarmthRecord | None) -> WarmthRecord:
         record = effective(cfg, old or initial, now)
         if record.state == "down" and (now < next_trial_at(cfg, record) or record.lease_held(now)):
             return old or record  # tried too recently, or its trial is under way
@@ -282,8 +282,8 @@ def trial_claimed(cfg: TierWarmthConfig, now: float, owner: str, ttl_s: float) -
     (``lease_owner``); a trial ends with ``warmed``/``succeeded`` or
     ``trial_failed``/``failed``, or its lease expires (the next trial may then start)."""
 
-    def change(old: TierRecord | None) -> TierRecord:
-        record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+    def change(old: WarmthRecord | None) -> WarmthRecord:
+        record = effective(cfg, old or WarmthRecord(state="unknown", since=now), now)
         if record.state != "down" or record.lease_held(now) or now < next_trial_at(cfg, record):
             return old or record
         return replace(
@@ -296,8 +296,8 @@ def trial_claimed(cfg: TierWarmthConfig, now: float, owner: str, ttl_s: float) -
 def trial_failed(cfg: TierWarmthConfig, now: float, error: str, owner: str) -> Change:
     """``owner``'s trial of a down tier failed: down again, for a longer backoff."""
 
-    def change(old: TierRecord | None) -> TierRecord:
-        record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+    def change(old: WarmthRecord | None) -> WarmthRecord:
+        record = effective(cfg, old or WarmthRecord(state="unknown", since=now), now)
         if record.lease_owner != owner or record.state != "down":
             return old or record  # the trial's lease expired and passed on; not ours to end
         return release(_still_down(cfg, record, now, error), owner)
@@ -310,8 +310,8 @@ def trial_ended(cfg: TierWarmthConfig, now: float) -> Change:
     at fault, the client hung up, shutdown): its lease is given back, it does not count, and
     the next trial may start at once."""
 
-    def change(old: TierRecord | None) -> TierRecord:
-        record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+    def change(old: WarmthRecord | None) -> WarmthRecord:
+        record = effective(cfg, old or WarmthRecord(state="unknown", since=now), now)
         if record.state != "down" or not record.lease_held(now):
             return old or record
         return replace(
@@ -326,8 +326,8 @@ def trial_ended(cfg: TierWarmthConfig, now: float) -> Change:
 
 
 def succeeded(cfg: TierWarmthConfig, now: float, latency_s: float) -> Change:
-    def change(old: TierRecord | None) -> TierRecord:
-        record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+    def change(old: WarmthRecord | None) -> WarmthRecord:
+        record = effective(cfg, old or WarmthRecord(state="unknown", since=now), now)
         if record.state == "down":  # the trial request (or one sent before) answered
             record = replace(record, lease_owner=None, lease_expires=None)
         return replace(
@@ -344,8 +344,8 @@ def succeeded(cfg: TierWarmthConfig, now: float, latency_s: float) -> Change:
 
 
 def failed(cfg: TierWarmthConfig, now: float, error: str) -> Change:
-    def change(old: TierRecord | None) -> TierRecord:
-        record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+    def change(old: WarmthRecord | None) -> WarmthRecord:
+        record = effective(cfg, old or WarmthRecord(state="unknown", since=now), now)
         failures = record.failures + 1
         if record.state == "down" and record.lease_held(now):
             # The trial request failed (a request sent before the tier went down may end
@@ -375,8 +375,8 @@ def failed(cfg: TierWarmthConfig, now: float, error: str) -> Change:
 
 
 def warmed(cfg: TierWarmthConfig, now: float, elapsed_s: float, owner: str) -> Change:
-    def change(old: TierRecord | None) -> TierRecord:
-        record = effective(cfg, old or TierRecord(state="unknown", since=now), now)
+    def change(old: WarmthRecord | None) -> WarmthRecord:
+        record = effective(cfg, old or WarmthRecord(state="unknown", since=now), now)
         learned = elapsed_s >= cfg.already_warm_below_s
         mean = record.mean_cold_start_s or cfg.expected_cold_start_s
         return release(
@@ -401,8 +401,8 @@ def warmed(cfg: TierWarmthConfig, now: float, elapsed_s: float, owner: str) -> C
 
 
 def gave_up(cfg: TierWarmthConfig, now: float, last_error: str, owner: str) -> Change:
-    def change(old: TierRecord | None) -> TierRecord:
-        record = old or TierRecord(state="unknown", since=now)
+    def change(old: WarmthRecord | None) -> WarmthRecord:
+        record = old or WarmthRecord(state="unknown", since=now)
         error = (
             f"not healthy within the {cfg.startup_timeout_s:.0f} s startup timeout ({last_error})"
         )
@@ -414,15 +414,15 @@ def gave_up(cfg: TierWarmthConfig, now: float, last_error: str, owner: str) -> C
 def abandoned(cfg: TierWarmthConfig, now: float, owner: str) -> Change:
     """A warm-up stopped half-way (shutdown): give the lease back at once, presume as before."""
 
-    def change(old: TierRecord | None) -> TierRecord:
-        record = old or TierRecord(state="unknown", since=now)
+    def change(old: WarmthRecord | None) -> WarmthRecord:
+        record = old or WarmthRecord(state="unknown", since=now)
         if record.lease_owner != owner:
             return record
         if record.state == "warming" and record.down_since is not None:
             # A trial cut short: still down, and the next trial may start at once.
             record = replace(record, state="down", since=record.down_since, retry_at=now)
         elif record.state == "warming":
-            presumed: State = "cold" if cfg.scales_to_zero else "unknown"
+            presumed: WarmthState = "cold" if cfg.scales_to_zero else "unknown"
             record = replace(record, state=presumed, since=now)
         return release(record, owner)
 
@@ -432,8 +432,8 @@ def abandoned(cfg: TierWarmthConfig, now: float, owner: str) -> Change:
 def went_cold(since: float, owner: str) -> Change:
     """A touch of a warm tier went unanswered: it is booting again, since the touch began."""
 
-    def change(old: TierRecord | None) -> TierRecord:
-        record = old or TierRecord(state="unknown", since=since)
+    def change(old: WarmthRecord | None) -> WarmthRecord:
+        record = old or WarmthRecord(state="unknown", since=since)
         if record.lease_owner != owner or record.state != "warm":
             return record
         return replace(record, state="warming", since=since)
@@ -441,17 +441,17 @@ def went_cold(since: float, owner: str) -> Change:
     return change
 
 
-def release(record: TierRecord, owner: str) -> TierRecord:
+def release(record: WarmthRecord, owner: str) -> WarmthRecord:
     if record.lease_owner != owner:
         return record  # the lease went to another worker meanwhile: theirs to release
     return replace(record, lease_owner=None, lease_expires=None)
 
 
-def _decode(tier: str, raw: bytes) -> TierRecord | None:
+def _decode(tier: str, raw: bytes) -> WarmthRecord | None:
     # A record an older or newer gateway wrote is worth less than a fresh start: the state is
     # re-learned from the next success or warm-up, so an unreadable row is dropped, not fatal.
     try:
-        return msgspec.json.decode(raw, type=TierRecord)
+        return msgspec.json.decode(raw, type=WarmthRecord)
     except msgspec.DecodeError:
         log.warning("warmth store: unreadable record for tier %r ignored", tier)
         return None

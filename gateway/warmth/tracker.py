@@ -30,16 +30,15 @@ all workers: it holds the tier's lease while it runs.
 Use (the lead wires this into the app's lifespan and the request path)::
 
     store = SqliteStore(Path("/run/gateway/warmth.db"))        # or MemoryStore()
-    tracker = WarmthTracker({"prod": TierWarmthConfig.from_spec(spec, kind="modal",
-                                                                 keep_warm="off")}, store)
-    st = await tracker.state("prod")          # TierState(state="cold", eta_s=424.0, ...)
+    tracker = WarmthTracker({"prod": TierWarmthConfig.for_tier(settings.tiers["prod"])}, store)
+    st = await tracker.state("prod")          # WarmthView(state="cold", eta_s=424.0, ...)
     if st.state != "warm":
         tracker.trigger_warm_up("prod", probe)   # probe: async () -> bool, GET /health
         warm = await tracker.wait_warm("prod", timeout_s=30.0)
     tracker.record_success("prod", latency_s=2.1)   # or record_failure("prod", "timed out")
     tracker.peek("prod")                      # the same without I/O, from this worker's cache
-    statuses = await tracker.snapshot()       # dict[str, TierStatus] for GET /status
-    keepwarm = asyncio.create_task(run_keepwarm(tracker, {"prod": probe}))  # in the lifespan
+    statuses = await tracker.snapshot()       # dict[str, WarmthReport] for GET /status
+    keepwarm = asyncio.create_task(run_keepwarm(tracker, {"prod": probe}))  # loops.py
     keepwarm.cancel(); await tracker.aclose(); await store.aclose()        # at shutdown
 
 Warm-ups are single-flight: in one process through one task per tier, across processes
@@ -70,8 +69,8 @@ from gateway.errors import GatewayError
 from gateway.warmth.schedule import in_window, keepwarm_due, next_touch
 from gateway.warmth.store import (
     Change,
-    TierRecord,
     WarmStore,
+    WarmthRecord,
     abandoned,
     claimed,
     effective,
@@ -85,7 +84,13 @@ from gateway.warmth.store import (
     warmed,
     went_cold,
 )
-from gateway.warmth.types import KeepWarmStatus, TierState, TierStatus, TierWarmthConfig
+from gateway.warmth.types import (
+    RECOVERY_TICK_S,
+    KeepWarmReport,
+    TierWarmthConfig,
+    WarmthReport,
+    WarmthView,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +131,11 @@ class WarmthTracker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         now = self.clock.time()
         self._initial = {tier: self._initial_record(cfg, now) for tier, cfg in configs.items()}
-        self._cache: dict[str, tuple[TierRecord, float]] = {}
+        self._cache: dict[str, tuple[WarmthRecord, float]] = {}
         self._flushed_success: dict[str, float] = {}
         self._pending: dict[str, int] = {}
         self._changed: dict[str, asyncio.Event] = {}
-        self._warmups: dict[str, asyncio.Task[TierState]] = {}
+        self._warmups: dict[str, asyncio.Task[WarmthView]] = {}
         self._writes: set[asyncio.Task[None]] = set()
         self._write_lock = asyncio.Lock()
         self._trial_ids = itertools.count()
@@ -140,15 +145,15 @@ class WarmthTracker:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def state(self, tier: str, *, max_age_s: float | None = None) -> TierState:
+    async def state(self, tier: str, *, max_age_s: float | None = None) -> WarmthView:
         """The derived state, read through the cache (``max_age_s=0`` forces a store read)."""
         return self._derive(tier, await self._record(tier, max_age_s), self.clock.time())
 
-    def peek(self, tier: str) -> TierState:
+    def peek(self, tier: str) -> WarmthView:
         """The state from this worker's cache alone: no I/O, for code that cannot await."""
         return self._derive(tier, self._cached(tier), self.clock.time())
 
-    async def snapshot(self) -> dict[str, TierStatus]:
+    async def snapshot(self) -> dict[str, WarmthReport]:
         try:
             stored = await self._store.load_all()
         except Exception as exc:  # noqa: BLE001 - /status must answer even if the store cannot
@@ -262,7 +267,7 @@ class WarmthTracker:
 
     # -- warming -------------------------------------------------------------------------
 
-    async def warm_up(self, tier: str, probe: Probe) -> TierState:
+    async def warm_up(self, tier: str, probe: Probe) -> WarmthView:
         """Warm the tier (on a warm tier: one cheap touch) and return the state it ended in.
         Any number of concurrent calls, in any worker, share one probe sequence; a caller
         that is cancelled leaves the warm-up running for the others."""
@@ -281,7 +286,7 @@ class WarmthTracker:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*list(self._writes), return_exceptions=True)
 
-    def _warm_up_task(self, tier: str, probe: Probe) -> asyncio.Task[TierState]:
+    def _warm_up_task(self, tier: str, probe: Probe) -> asyncio.Task[WarmthView]:
         task = self._warmups.get(tier)
         if task is None or task.done():
             task = asyncio.create_task(self._warm_up(tier, probe), name=f"warm-up {tier}")
@@ -289,12 +294,12 @@ class WarmthTracker:
             task.add_done_callback(lambda done: self._warm_up_done(tier, done))
         return task
 
-    def _warm_up_done(self, tier: str, task: asyncio.Task[TierState]) -> None:
+    def _warm_up_done(self, tier: str, task: asyncio.Task[WarmthView]) -> None:
         if self._warmups.get(tier) is task:
             del self._warmups[tier]
         self._notify(tier)  # waiters re-check: a refused warm-up changes no record
 
-    async def _warm_up(self, tier: str, probe: Probe) -> TierState:
+    async def _warm_up(self, tier: str, probe: Probe) -> WarmthView:
         cfg = self._configs[tier]
         while True:
             now = self.clock.time()
@@ -313,7 +318,7 @@ class WarmthTracker:
                 return self.peek(tier)
             # the lease expired under a crashed worker: take it over
 
-    async def _trial(self, tier: str, probe: Probe) -> TierState:
+    async def _trial(self, tier: str, probe: Probe) -> WarmthView:
         """One probe of a down tier: warm if healthy, else down for a longer backoff."""
         cfg, now = self._configs[tier], self.clock.time()
         try:
@@ -358,7 +363,7 @@ class WarmthTracker:
             await self._wait_change(tier, self._poll_interval_s)
         return True
 
-    async def _own(self, tier: str, cfg: TierWarmthConfig, probe: Probe, touch: bool) -> TierState:
+    async def _own(self, tier: str, cfg: TierWarmthConfig, probe: Probe, touch: bool) -> WarmthView:
         """Probe until healthy or the deadline. A ``touch`` (the tier was warm) that is not
         answered healthy within ``already_warm_below_s`` found the tier gone cold under us:
         it shows ``warming`` from then on, not ``warm`` for a whole boot."""
@@ -437,7 +442,7 @@ class WarmthTracker:
             self._remember(tier, change(self._cached(tier)))
 
     async def _heartbeat(self, tier: str) -> None:
-        def renew(old: TierRecord | None) -> TierRecord:
+        def renew(old: WarmthRecord | None) -> WarmthRecord:
             record = old or self._initial[tier]
             if record.lease_owner != self.owner:
                 return record
@@ -456,15 +461,15 @@ class WarmthTracker:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _initial_record(self, cfg: TierWarmthConfig, now: float) -> TierRecord:
+    def _initial_record(self, cfg: TierWarmthConfig, now: float) -> WarmthRecord:
         presumed_cold = cfg.scales_to_zero and not in_window(cfg.keep_warm, _dt(now))
-        return TierRecord(state="cold" if presumed_cold else "unknown", since=now)
+        return WarmthRecord(state="cold" if presumed_cold else "unknown", since=now)
 
-    def _cached(self, tier: str) -> TierRecord:
+    def _cached(self, tier: str) -> WarmthRecord:
         entry = self._cache.get(tier)
         return entry[0] if entry else self._initial[tier]
 
-    def _remember(self, tier: str, record: TierRecord) -> None:
+    def _remember(self, tier: str, record: WarmthRecord) -> None:
         previous = self._cache.get(tier)
         self._cache[tier] = (record, self.clock.monotonic())
         if previous is None or previous[0] != record:
@@ -475,7 +480,7 @@ class WarmthTracker:
         if event is not None:
             event.set()
 
-    async def _record(self, tier: str, max_age_s: float | None) -> TierRecord:
+    async def _record(self, tier: str, max_age_s: float | None) -> WarmthRecord:
         max_age = self._cache_ttl_s if max_age_s is None else max_age_s
         entry = self._cache.get(tier)
         fresh = entry is not None and self.clock.monotonic() - entry[1] < max_age
@@ -510,10 +515,10 @@ class WarmthTracker:
         finally:
             self._pending[tier] -= 1
 
-    def _mean(self, cfg: TierWarmthConfig, record: TierRecord) -> float:
+    def _mean(self, cfg: TierWarmthConfig, record: WarmthRecord) -> float:
         return record.mean_cold_start_s or cfg.expected_cold_start_s
 
-    def _derive(self, tier: str, record: TierRecord, now: float) -> TierState:
+    def _derive(self, tier: str, record: WarmthRecord, now: float) -> WarmthView:
         cfg = self._configs[tier]
         record = effective(cfg, record, now)
         mean = self._mean(cfg, record)
@@ -524,26 +529,39 @@ class WarmthTracker:
             eta = mean
         elif record.state == "warming":
             eta = max(mean - (now - record.since), ETA_FLOOR_S)
-        next_trial_s: float | None = None
-        running = False
-        if record.state == "down":
-            running = record.lease_held(now)
-            if running:  # if this trial fails, the next comes after the backoff it earned
-                next_at = min(record.lease_expires or now, now + cfg.down_backoff_s(record.trials))
-            else:
-                next_at = next_trial_at(cfg, record)
-            next_trial_s = max(0.0, next_at - now)
-        return TierState(
-            state=record.state,
+        if record.state != "down":
+            return WarmthView(
+                state=record.state,
+                usable=True,
+                eta_s=eta,
+                since=record.since,
+                last_success=record.last_success,
+                failures=record.failures,
+            )
+        running = record.lease_held(now)
+        if running:  # if this trial fails, the next comes after the backoff it earned
+            next_at = min(record.lease_expires or now, now + cfg.down_backoff_s(record.trials))
+        else:
+            next_at = next_trial_at(cfg, record)
+        next_trial_s = max(0.0, next_at - now)
+        # A down tier is not usable, except as its own trial: a scale-to-zero tier whose
+        # backoff ran out lets the next request through (half-open), its ETA a boot's. A free
+        # tier's due trial is run by the recovery loop within a tick.
+        trial = next_trial_s == 0 and not running and not cfg.probe_is_free
+        return WarmthView(
+            state="down",
+            usable=trial,
+            eta_s=mean if trial else None,
             since=record.since,
-            eta_s=eta,
             last_success=record.last_success,
             failures=record.failures,
             next_trial_s=next_trial_s,
             trial_running=running,
+            trial=trial,
+            retry_after_s=max(next_trial_s, RECOVERY_TICK_S),
         )
 
-    def _status(self, tier: str) -> TierStatus:
+    def _status(self, tier: str) -> WarmthReport:
         cfg, now = self._configs[tier], self.clock.time()
         record = effective(cfg, self._cached(tier), now)
         derived = self._derive(tier, record, now)
@@ -554,10 +572,13 @@ class WarmthTracker:
             cfg.scaledown_window_s,
             lead_s=self._mean(cfg, record),
         )
-        return TierStatus(
+        # A down tier's ETA is None here even when a request may be its trial (the view's
+        # ETA then is a boot's, for the planner): /status says when it is tried next instead.
+        eta_s = None if derived.eta_s is None or derived.state == "down" else derived.eta_s
+        return WarmthReport(
             state=derived.state,
-            since=_dt(derived.since).isoformat(),
-            eta_s=None if derived.eta_s is None else round(derived.eta_s, 1),
+            since=_dt(record.since).isoformat(),
+            eta_s=None if eta_s is None else round(eta_s, 1),
             last_success=None
             if record.last_success is None
             else _dt(record.last_success).isoformat(),
@@ -571,7 +592,7 @@ class WarmthTracker:
             trials=record.trials,
             warmups=record.warmups,
             mean_cold_start_s=round(self._mean(cfg, record), 1),
-            keep_warm=KeepWarmStatus(
+            keep_warm=KeepWarmReport(
                 schedule=cfg.keep_warm.text,
                 in_window=in_window(cfg.keep_warm, _dt(now)),
                 next_touch=None if touch is None else touch.isoformat(),
@@ -579,7 +600,7 @@ class WarmthTracker:
         )
 
 
-def derived_since(record: TierRecord) -> str:
+def derived_since(record: WarmthRecord) -> str:
     return _dt(record.down_since if record.down_since is not None else record.since).isoformat()
 
 

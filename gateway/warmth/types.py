@@ -1,5 +1,13 @@
-"""The data of warmth: a tier's warmth settings and what the tracker reports of it.
-Pure msgspec Structs, shared by ``gateway.warmth.tracker`` (the tracker) and its users."""
+"""The data of warmth: a tier's warmth settings, its state, and what the tracker reports of it.
+Pure msgspec Structs, shared by the store, the tracker and their users.
+
+One type per concept (the stored row, ``WarmthRecord``, lives with the stores)::
+
+    WarmthState       the state machine's state: unknown, cold, warming, warm, down
+    TierWarmthConfig  one tier's warmth settings, built from its resolved settings
+    WarmthView        what routing needs to know of a tier's warmth at this instant
+    WarmthReport      one tier's warmth as ``GET /status`` shows it (the wire shape)
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,10 @@ from typing import Literal
 
 import msgspec
 
-from gateway.tierspec import TierSpec
-from gateway.warmth.schedule import OFF, Schedule, parse_schedule
-from gateway.warmth.store import State
+from gateway.settings import Tier
+from gateway.warmth.schedule import OFF, Schedule
+
+WarmthState = Literal["unknown", "cold", "warming", "warm", "down"]
 
 # Recovery of a down tier (docs/operations.md, "Down, backoff and recovery").
 TRIAL_RETRY_S = 60.0  # a trial on Modal may boot a GPU (~$0.05 a boot): at most once a minute
@@ -17,10 +26,16 @@ TRIAL_RETRY_MAX_S = 900.0  # 15 min: a tier down for hours costs four boots an h
 FREE_PROBE_RETRY_S = 5.0  # a /health probe costs nothing: a 10 s restart is seen in ~15 s
 FREE_PROBE_RETRY_MAX_S = 60.0  # a dead server is still looked at once a minute
 DOWN_BACKOFF_FACTOR = 2.0  # each failed trial doubles the wait: 5, 10, 20, 40, 60, 60 ...
+RECOVERY_TICK_S = 1.0  # a due trial starts within 1 s; a tick costs a cache read per tier
+
+# The embedded CPU tier has no entry in tiers.toml: its facts, measured (bench/results/).
+LOCAL_EXPECTED_COLD_START_S = 30.0  # first start converts GGUF (~30 s); later starts ~5 s
+LOCAL_STARTUP_TIMEOUT_S = 300.0  # a loaded 2-core machine can take minutes to import torch
+NEVER_SCALES_DOWN_S = 365 * 24 * 3600.0
 
 
 class TierWarmthConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """One tier's warmth settings; ``from_spec`` fills them from ``config/tiers.toml``."""
+    """One tier's warmth settings; ``for_tier`` builds them from the tier's settings."""
 
     kind: Literal["modal", "openai", "local"]
     scales_to_zero: bool
@@ -32,8 +47,8 @@ class TierWarmthConfig(msgspec.Struct, frozen=True, kw_only=True):
     keep_warm: Schedule = OFF
     # A down tier's next trial comes this long after it went down, then twice as long after
     # each failed trial, up to ``down_retry_max_s`` (``down_backoff_s``). The defaults are a
-    # trial's: one that may wake a GPU; ``tierstate.warmth_config`` gives tiers whose probes
-    # are free their own (FREE_PROBE_RETRY_S), and gateway.toml may set both per tier.
+    # trial's: one that may wake a GPU; ``for_tier`` gives tiers whose probes are free their
+    # own (FREE_PROBE_RETRY_S), and gateway.toml may set both per tier.
     down_retry_after_s: float = TRIAL_RETRY_S
     down_retry_max_s: float = TRIAL_RETRY_MAX_S
     already_warm_below_s: float = 5.0  # healthy this fast means it was up: not a cold start
@@ -41,16 +56,33 @@ class TierWarmthConfig(msgspec.Struct, frozen=True, kw_only=True):
     probe_backoff_max_s: float = 15.0  # a booting vLLM answers 503 fast; 15 s keeps load tiny
 
     @classmethod
-    def from_spec(
-        cls, spec: TierSpec, *, kind: Literal["modal", "openai", "local"], keep_warm: str
-    ) -> TierWarmthConfig:
+    def for_tier(cls, tier: Tier) -> TierWarmthConfig:
+        """The one place a tier's warmth settings are built: tiers.toml's facts for a remote
+        tier it describes, the embedded tier's measured ones otherwise; the keep-warm schedule
+        settings parsed; the down backoff by kind unless gateway.toml sets it."""
+        if tier.spec is not None and tier.kind != "local":
+            scales_to_zero = tier.kind == "modal" and tier.spec.min_containers == 0
+            scaledown_window_s = tier.spec.scaledown_window_s
+            expected_cold_start_s = tier.spec.expected_cold_start_s
+            startup_timeout_s = tier.spec.startup_timeout_s
+        else:
+            scales_to_zero = False
+            scaledown_window_s = NEVER_SCALES_DOWN_S
+            expected_cold_start_s = LOCAL_EXPECTED_COLD_START_S
+            startup_timeout_s = LOCAL_STARTUP_TIMEOUT_S
+        # A down tier's backoff: free probes may come often, a trial that boots a GPU may not.
+        first, cap = TRIAL_RETRY_S, TRIAL_RETRY_MAX_S
+        if not scales_to_zero:  # its probes are free (``probe_is_free``)
+            first, cap = FREE_PROBE_RETRY_S, FREE_PROBE_RETRY_MAX_S
         return cls(
-            kind=kind,
-            scales_to_zero=kind == "modal" and spec.min_containers == 0,
-            scaledown_window_s=spec.scaledown_window_s,
-            expected_cold_start_s=spec.expected_cold_start_s,
-            startup_timeout_s=spec.startup_timeout_s,
-            keep_warm=parse_schedule(keep_warm),
+            kind=tier.kind,
+            scales_to_zero=scales_to_zero,
+            scaledown_window_s=scaledown_window_s,
+            expected_cold_start_s=expected_cold_start_s,
+            startup_timeout_s=startup_timeout_s,
+            keep_warm=tier.keep_warm,
+            down_retry_after_s=tier.down_retry_after_s or first,
+            down_retry_max_s=tier.down_retry_max_s or cap,
         )
 
     def down_backoff_s(self, trials: int) -> float:
@@ -66,28 +98,47 @@ class TierWarmthConfig(msgspec.Struct, frozen=True, kw_only=True):
         return not self.scales_to_zero
 
 
-class TierState(msgspec.Struct, frozen=True, kw_only=True):
-    state: State
-    since: float  # epoch seconds
-    eta_s: float | None  # seconds until warm: 0 when warm, None when unknown or down
-    last_success: float | None
-    failures: int
+class WarmthView(msgspec.Struct, frozen=True, kw_only=True):
+    """What routing needs to know of one tier's warmth at this instant: the tracker derives
+    it from the stored record (``WarmthTracker.state``), the planner decides on it.
+
+    >>> await tracker.state("prod")
+    WarmthView(state='cold', usable=True, eta_s=424.0, since=1764493200.0, ...)
+    """
+
+    state: WarmthState  # an unconfigured tier reads as "unknown" (and not usable)
+    usable: bool  # configured and not known to be down (or down, and this may be its trial)
+    # Seconds until warm if called now: 0 when warm, a boot's for a down tier whose trial a
+    # request may be, None when unknown or otherwise down.
+    eta_s: float | None = None
+    since: float | None = None  # epoch seconds: when ``state`` was entered
+    last_success: float | None = None  # epoch seconds
+    failures: int = 0  # consecutive failures
     # Down only: seconds until the next trial may start (0: it may start now), and whether
     # one is under way (a probe, a warm-up's first probe, or a trial request).
     next_trial_s: float | None = None
     trial_running: bool = False
+    trial: bool = False  # down, and its next trial is due: a request may be that trial
+    # Down only: seconds until it may serve again, as a client's Retry-After: the next trial,
+    # at least one recovery tick away.
+    retry_after_s: float | None = None
+
+    @property
+    def warm(self) -> bool:
+        return self.state == "warm"
 
 
-class KeepWarmStatus(msgspec.Struct, frozen=True, kw_only=True):
+class KeepWarmReport(msgspec.Struct, frozen=True, kw_only=True):
     schedule: str
     in_window: bool
     next_touch: str | None  # ISO-8601 UTC
 
 
-class TierStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """One tier in ``GET /status``. Add counters (requests, fallbacks) as fields here."""
+class WarmthReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One tier's warmth in ``GET /status`` (docs/api.md). Add counters (requests,
+    fallbacks) as fields here."""
 
-    state: State
+    state: WarmthState
     since: str  # ISO-8601 UTC
     eta_s: float | None
     last_success: str | None
@@ -99,4 +150,4 @@ class TierStatus(msgspec.Struct, frozen=True, kw_only=True):
     trials: int  # trials since it went down
     warmups: int
     mean_cold_start_s: float
-    keep_warm: KeepWarmStatus
+    keep_warm: KeepWarmReport

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.warmth.redis_store import RedisStore
-from gateway.warmth.store import TierRecord, failed
+from gateway.warmth.store import WarmthRecord, failed
 from gateway.warmth.tracker import WarmthTracker
 from gateway.warmth.types import TierWarmthConfig
 from tests.redis_server import RedisServer
@@ -27,8 +27,8 @@ PROD = TierWarmthConfig(
 )
 
 
-def one_more_failure(old: TierRecord | None) -> TierRecord:
-    base = old or TierRecord(state="cold", since=1.0)
+def one_more_failure(old: WarmthRecord | None) -> WarmthRecord:
+    base = old or WarmthRecord(state="cold", since=1.0)
     return msgspec.structs.replace(base, failures=base.failures + 1)
 
 
@@ -44,16 +44,16 @@ async def test_update_sees_the_previous_record_and_load_all_finds_it(store: Redi
     assert await store.load_all() == {}
     await store.update("prod", one_more_failure)
     second = await store.update("prod", one_more_failure)
-    assert second == TierRecord(state="cold", since=1.0, failures=2)
+    assert second == WarmthRecord(state="cold", since=1.0, failures=2)
     assert await store.load("prod") == second
     assert await store.load_all() == {"prod": second}
     assert store.health().status == "ok"
 
 
 async def test_a_failing_change_leaves_the_record_as_it_was(store: RedisStore) -> None:
-    record = await store.update("dev", lambda _: TierRecord(state="warm", since=5.0))
+    record = await store.update("dev", lambda _: WarmthRecord(state="warm", since=5.0))
 
-    def broken(old: TierRecord | None) -> TierRecord:
+    def broken(old: WarmthRecord | None) -> WarmthRecord:
         raise RuntimeError("bug in a change")
 
     with pytest.raises(RuntimeError):
@@ -82,7 +82,7 @@ async def test_prefixes_keep_deployments_apart(redis_server: RedisServer) -> Non
     a = RedisStore(redis_server.url, prefix="team-a")
     b = RedisStore(redis_server.url, prefix="team-b")
     try:
-        await a.update("prod", lambda _: TierRecord(state="warm", since=1.0))
+        await a.update("prod", lambda _: WarmthRecord(state="warm", since=1.0))
         assert await b.load("prod") is None
         assert await b.load_all() == {}
         assert a.key("prod") == "team-a:tier:prod"
@@ -131,7 +131,7 @@ async def test_redis_down_is_answered_locally_counted_and_rejoined(
         redis_server.url, prefix="team-a", clock=clock, on_error=lambda: errors.append(1)
     )
     try:
-        shared = await store.update("prod", lambda _: TierRecord(state="warm", since=1.0))
+        shared = await store.update("prod", lambda _: WarmthRecord(state="warm", since=1.0))
         redis_server.stop()
 
         assert await store.load("prod") == shared  # the last record it knew
@@ -158,7 +158,7 @@ async def test_a_frozen_redis_costs_one_short_timeout_then_local_answers(
 ) -> None:
     store = RedisStore(redis_server.url, prefix="team-a", timeout_s=0.2)
     try:
-        await store.update("prod", lambda _: TierRecord(state="cold", since=1.0))
+        await store.update("prod", lambda _: WarmthRecord(state="cold", since=1.0))
         redis_server.pause()  # connections stay open; nothing answers
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -172,7 +172,7 @@ async def test_a_frozen_redis_costs_one_short_timeout_then_local_answers(
         assert store.health().errors == 1
         redis_server.resume()
         await asyncio.sleep(1.0)  # rejoin_after_s, on the real clock
-        assert await store.load("prod") == TierRecord(state="cold", since=1.0)
+        assert await store.load("prod") == WarmthRecord(state="cold", since=1.0)
         assert store.health().status == "ok"
     finally:
         await store.aclose()

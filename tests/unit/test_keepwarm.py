@@ -10,13 +10,13 @@ import msgspec
 import pytest
 
 from gateway.clock import ManualClock
+from gateway.warmth.loops import run_keepwarm
 from gateway.warmth.schedule import (
     ScheduleError,
     in_window,
     keepwarm_due,
     next_touch,
     parse_schedule,
-    run_keepwarm,
 )
 from gateway.warmth.store import MemoryStore
 from gateway.warmth.tracker import WarmthTracker

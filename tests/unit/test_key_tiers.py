@@ -13,20 +13,20 @@ import respx
 from gateway.access.keys import Grant, KeyRecord
 from gateway.errors import Forbidden, TierUnavailable
 from gateway.routing.dispatch import Dispatcher, Job
-from gateway.routing.plan import TierView
 from gateway.routing.tier_client import TierClient
 from gateway.settings import Settings, load_settings
+from gateway.warmth.types import WarmthView
 from tests.conftest import BASE_ENV, DEV_URL, PROD_URL, completion
 
 
 class FixedWarmth:
     """What the dispatcher reads of warmth, fixed: prod cold (7 min away), dev warm."""
 
-    def __init__(self, views: dict[str, TierView]) -> None:
+    def __init__(self, views: dict[str, WarmthView]) -> None:
         self.views = views
         self.warmed: list[str] = []
 
-    async def view(self, tier: str) -> TierView:
+    async def view(self, tier: str) -> WarmthView:
         return self.views[tier]
 
     def record_success(self, tier: str, latency_s: float) -> None:
@@ -52,8 +52,8 @@ class FixedWarmth:
 
 
 COLD_PROD = {
-    "prod": TierView(usable=True, warm=False, eta_s=424.0),
-    "dev": TierView(usable=True, warm=True),
+    "prod": WarmthView(state="cold", usable=True, eta_s=424.0),
+    "dev": WarmthView(state="warm", usable=True),
 }
 
 
@@ -125,7 +125,10 @@ async def test_a_failing_prod_is_not_retried_on_a_tier_the_key_lacks(
     settings: Settings, tiers: respx.MockRouter
 ) -> None:
     tiers.routes["prod"].respond(503)
-    warm = {"prod": TierView(usable=True, warm=True), "dev": TierView(usable=True, warm=True)}
+    warm = {
+        "prod": WarmthView(state="warm", usable=True),
+        "dev": WarmthView(state="warm", usable=True),
+    }
     with pytest.raises(TierUnavailable):
         await dispatcher(settings, tiers, warm).serve(job("prod", "prod"))
     assert not tiers.routes["dev"].called

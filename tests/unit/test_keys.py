@@ -289,3 +289,77 @@ def test_the_redactor_removes_anything_shaped_as_a_client_key() -> None:
     clean = Redactor().text(said)
     assert key not in clean and clean.count(REDACTED) == 2
     assert Redactor().text("tg-short and tg-") == "tg-short and tg-"  # only a key's shape
+
+
+def record(name: str, key: str, *, revoked: bool = False) -> KeyRecord:
+    return KeyRecord(name=name, hash=hash_key(key), tiers=("dev",), revoked=revoked)
+
+
+def test_file_and_shared_keys_are_a_union(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    in_file, shared = new_key(), new_key()
+    add_key(path, record("from-file", in_file))
+    store = KeyStore(path)
+    store.use_shared([record("from-store", shared)])
+    assert store.names() == ["from-file", "from-store"]
+    assert store.lookup(in_file) is not None and store.lookup(shared) is not None
+    store.use_shared([])  # the shared half is replaced whole, the file's stays
+    assert store.lookup(shared) is None and store.lookup(in_file) is not None
+
+
+def test_a_revocation_in_either_place_wins(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    copied, other = new_key(), new_key()
+    add_key(path, record("copied", copied))
+    add_key(path, record("other", other))
+    store = KeyStore(path)
+    store.use_shared([record("copied", copied, revoked=True)])  # revoked in the store only
+    assert store.lookup(copied) is None and store.lookup(other) is not None
+
+    store.use_shared([record("other", other)])  # live in the store, revoked in the file
+    revoke_key(path, "other")
+    store.use_shared([record("other", other), record("copied", copied)])
+    assert store.refresh() is True
+    assert store.lookup(other) is None and store.lookup(copied) is not None
+
+
+def test_a_store_without_a_file_holds_the_shared_keys_only() -> None:
+    store = KeyStore(None)
+    key = new_key()
+    assert store.refresh() is False and store.lookup(key) is None
+    store.use_shared([record("a", key)])
+    assert store.lookup(key) is not None
+
+
+@pytest.mark.parametrize(
+    ("env", "on", "url"),
+    [
+        ({}, False, None),
+        ({"GATEWAY_KEYS_FILE": "/k.json"}, True, None),
+        (
+            {"GATEWAY_STATE": "redis://r:6379/0", "GATEWAY_KEYS_STORE": "state"},
+            True,
+            "redis://r:6379/0",
+        ),
+        ({"GATEWAY_KEYS_STORE": "redis://:hunter2@k:6379/2"}, True, "redis://:hunter2@k:6379/2"),
+        ({"GATEWAY_STATE": "redis://r:6379/0"}, False, None),  # shared warmth alone: keys off
+    ],
+)
+def test_keys_store_setting(env: dict[str, str], on: bool, url: str | None) -> None:
+    settings = load_settings(environ=env)
+    assert settings.keys_on is on
+    assert (settings.keys_store.reveal() if settings.keys_store else None) == url
+    assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("state", "no state (GATEWAY_STATE) Redis"),
+        ("http://:hunter2@k/0", "not 'state' or a redis://"),
+    ],
+)
+def test_a_bad_keys_store_is_refused_without_echoing_it(value: str, says: str) -> None:
+    with pytest.raises(SettingsError, match="GATEWAY_KEYS_STORE") as caught:
+        load_settings(environ={"GATEWAY_KEYS_STORE": value})
+    assert says in str(caught.value) and "hunter2" not in str(caught.value)

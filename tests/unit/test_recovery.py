@@ -10,12 +10,12 @@ import msgspec
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.warmth.recovery import run_recovery
-from gateway.warmth.store import MemoryStore, TierRecord
+from gateway.warmth.loops import run_recovery
+from gateway.warmth.store import MemoryStore, WarmthRecord
 from gateway.warmth.tracker import WarmthTracker
 from tests.unit.test_warmth import DEV, LOCAL, MONDAY_9_UTC, ScriptedProbe, finish
 
-# A free-probe tier as tierstate.warmth_config makes an openai/local one: 5 s, doubling, 60 s.
+# A free-probe tier as TierWarmthConfig.for_tier makes an openai/local one: 5 s, doubling, 60 s.
 FREE = msgspec.structs.replace(LOCAL, down_retry_after_s=5.0, down_retry_max_s=60.0)
 MODAL = msgspec.structs.replace(DEV, down_retry_after_s=60.0, down_retry_max_s=900.0)
 T0 = MONDAY_9_UTC.timestamp()
@@ -160,7 +160,7 @@ async def test_a_warm_up_after_the_backoff_is_the_trial_and_a_missed_deadline_wa
 
 
 async def test_a_record_written_before_retry_at_existed_is_tried_after_the_first_wait(clock):
-    old = TierRecord(state="down", since=T0 - 50, failures=3)  # as an older gateway stored it
+    old = WarmthRecord(state="down", since=T0 - 50, failures=3)  # as an older gateway stored it
     tracker = WarmthTracker({"modal": MODAL}, MemoryStore({"modal": old}), clock)
     assert (await tracker.state("modal")).next_trial_s == 10.0
     await tracker.aclose()

@@ -8,12 +8,12 @@ from gateway.errors import ClientError, UnknownTier
 from gateway.routing.plan import (
     Action,
     Budget,
-    TierView,
     choose_tier,
     parse_fallback_header,
     plan_request,
 )
 from gateway.settings import Settings, load_settings
+from gateway.warmth.types import WarmthView
 
 ENV = {"GATEWAY_TIER_DEV_URL": "http://dev.test", "GATEWAY_TIER_PROD_URL": "http://prod.test"}
 
@@ -76,15 +76,15 @@ def test_budget_from_tier_and_client(settings: Settings) -> None:
     assert Budget.for_tier(prod, 9999.0) == Budget(deadline_s=120.0, cold_s=600.0)
 
 
-WARM = TierView(usable=True, warm=True)
-COLD_PROD = TierView(usable=True, warm=False, eta_s=424.0)
-COLD_DEV = TierView(usable=True, warm=False, eta_s=60.0)
-DEV_SOON = TierView(usable=True, warm=False, eta_s=30.0)
-DOWN = TierView(usable=False, warm=False)
+WARM = WarmthView(state="warm", usable=True)
+COLD_PROD = WarmthView(state="cold", usable=True, eta_s=424.0)
+COLD_DEV = WarmthView(state="cold", usable=True, eta_s=60.0)
+DEV_SOON = WarmthView(state="cold", usable=True, eta_s=30.0)
+DOWN = WarmthView(state="down", usable=False)
 # Down, next trial in 42 s; down with its trial due (a scale-to-zero tier: half-open).
-DOWN_42 = TierView(usable=False, warm=False, state="down", retry_after_s=42.0)
-DOWN_DEV_TRIAL = TierView(usable=True, warm=False, eta_s=60.0, state="down", trial=True)
-DOWN_PROD_TRIAL = TierView(usable=True, warm=False, eta_s=424.0, state="down", trial=True)
+DOWN_42 = WarmthView(state="down", usable=False, retry_after_s=42.0)
+DOWN_DEV_TRIAL = WarmthView(state="down", usable=True, eta_s=60.0, trial=True)
+DOWN_PROD_TRIAL = WarmthView(state="down", usable=True, eta_s=424.0, trial=True)
 B = Budget(deadline_s=120.0, cold_s=600.0)
 
 
@@ -105,7 +105,7 @@ B = Budget(deadline_s=120.0, cold_s=600.0)
         (
             "allow",
             COLD_PROD,
-            TierView(usable=True, warm=False, eta_s=200.0),
+            WarmthView(state="cold", usable=True, eta_s=200.0),
             Action.REFUSE,
             None,
             None,
@@ -132,8 +132,8 @@ B = Budget(deadline_s=120.0, cold_s=600.0)
 def test_plan_table(
     settings: Settings,
     mode: str,
-    view: TierView,
-    dev: TierView,
+    view: WarmthView,
+    dev: WarmthView,
     action: Action,
     fallback: str | None,
     reason: str | None,

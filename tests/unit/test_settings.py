@@ -80,6 +80,7 @@ def test_bad_environment_names_the_key(env: dict[str, str], names: str) -> None:
         ('[tiers.dev]\nfallback = ["nope"]\n', "fallback"),
         ('default_tier = "x"\n[tiers.dev]\n', "default_tier"),
         ('[tiers.dev]\ncolour = "red"\n', "colour"),
+        ('[tiers.dev]\nkeep_warm = "Mon-Fri 8-19 Europe/Berlin"\n', "tiers.dev.keep_warm"),
         ("not toml =", "TOML"),
         ('[server]\nallowed_hosts = ["gateway/x"]\n[tiers.dev]\n', "server.allowed_hosts"),
         ('[server.cors]\nallow_origins = ["ftp://x"]\n[tiers.dev]\n', "server.cors.allow_origins"),

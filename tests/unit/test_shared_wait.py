@@ -8,17 +8,17 @@ import asyncio
 from datetime import UTC, datetime
 
 from gateway.clock import ManualClock
-from gateway.routing.tier_states import TierStates, warmth_config
+from gateway.routing.warmth_service import WarmthService
 from gateway.settings import load_settings
 from gateway.warmth.store import MemoryStore
 from gateway.warmth.tracker import WarmthTracker
-from gateway.warmth.types import TierState
+from gateway.warmth.types import TierWarmthConfig, WarmthView
 
 
 class CountingTracker(WarmthTracker):
     checks = 0
 
-    async def state(self, tier: str, *, max_age_s: float | None = None) -> TierState:
+    async def state(self, tier: str, *, max_age_s: float | None = None) -> WarmthView:
         self.checks += 1
         return await super().state(tier, max_age_s=max_age_s)
 
@@ -33,9 +33,9 @@ async def test_a_thousand_waiters_share_one_poll_and_are_all_released() -> None:
     )
     clock = ManualClock(datetime(2026, 11, 30, 9, tzinfo=UTC))
     store = MemoryStore()
-    configs = {"prod": warmth_config(settings.tiers["prod"])}
+    configs = {"prod": TierWarmthConfig.for_tier(settings.tiers["prod"])}
     tracker = CountingTracker(configs, store, clock)
-    states = TierStates(settings, tracker, store, {"prod": never_healthy})
+    states = WarmthService(settings, tracker, store, {"prod": never_healthy})
     try:
         waiters = [asyncio.create_task(states.wait_warm("prod", 30.0)) for _ in range(1000)]
         for _ in range(10):
@@ -60,8 +60,10 @@ async def test_each_waiter_keeps_its_own_deadline() -> None:
     )
     clock = ManualClock(datetime(2026, 11, 30, 9, tzinfo=UTC))
     store = MemoryStore()
-    tracker = WarmthTracker({"prod": warmth_config(settings.tiers["prod"])}, store, clock)
-    states = TierStates(settings, tracker, store, {"prod": never_healthy})
+    tracker = WarmthTracker(
+        {"prod": TierWarmthConfig.for_tier(settings.tiers["prod"])}, store, clock
+    )
+    states = WarmthService(settings, tracker, store, {"prod": never_healthy})
     try:
         short = asyncio.create_task(states.wait_warm("prod", 2.0))
         long = asyncio.create_task(states.wait_warm("prod", 90.0))  # outlives SHARED_WAIT_S

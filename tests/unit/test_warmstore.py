@@ -23,7 +23,7 @@ import pytest
 
 import gateway
 from gateway.clock import ManualClock
-from gateway.warmth.store import MemoryStore, SqliteStore, TierRecord, WarmStore, failed
+from gateway.warmth.store import MemoryStore, SqliteStore, WarmStore, WarmthRecord, failed
 from gateway.warmth.tracker import WarmthTracker
 from gateway.warmth.types import TierWarmthConfig
 
@@ -49,26 +49,26 @@ async def store(request, tmp_path) -> AsyncIterator[WarmStore]:
 
 async def test_update_sees_the_previous_record(store):
     assert await store.load("prod") is None
-    seen: list[TierRecord | None] = []
+    seen: list[WarmthRecord | None] = []
 
-    def change(old: TierRecord | None) -> TierRecord:
+    def change(old: WarmthRecord | None) -> WarmthRecord:
         seen.append(old)
-        base = old or TierRecord(state="cold", since=1.0)
+        base = old or WarmthRecord(state="cold", since=1.0)
         return msgspec.structs.replace(base, failures=base.failures + 1)
 
     await store.update("prod", change)
     second = await store.update("prod", change)
     assert seen[0] is None
-    assert seen[1] == TierRecord(state="cold", since=1.0, failures=1)
+    assert seen[1] == WarmthRecord(state="cold", since=1.0, failures=1)
     assert second.failures == 2
     assert await store.load("prod") == second
     assert await store.load_all() == {"prod": second}
 
 
 async def test_a_failing_change_leaves_the_record_as_it_was(store):
-    record = await store.update("dev", lambda _: TierRecord(state="warm", since=5.0))
+    record = await store.update("dev", lambda _: WarmthRecord(state="warm", since=5.0))
 
-    def broken(old: TierRecord | None) -> TierRecord:
+    def broken(old: WarmthRecord | None) -> WarmthRecord:
         raise RuntimeError("bug in a change")
 
     with pytest.raises(RuntimeError):
@@ -79,7 +79,7 @@ async def test_a_failing_change_leaves_the_record_as_it_was(store):
 async def test_sqlite_records_outlive_the_store_and_use_wal(tmp_path):
     path = tmp_path / "warmth.db"
     first = SqliteStore(path)
-    written = await first.update("prod", lambda _: TierRecord(state="warm", since=7.0))
+    written = await first.update("prod", lambda _: WarmthRecord(state="warm", since=7.0))
     await first.aclose()
     second = SqliteStore(path)
     assert await second.load("prod") == written
@@ -91,7 +91,7 @@ async def test_sqlite_records_outlive_the_store_and_use_wal(tmp_path):
 async def test_sqlite_ignores_a_record_it_cannot_read(tmp_path):
     path = tmp_path / "warmth.db"
     store = SqliteStore(path)
-    await store.update("dev", lambda _: TierRecord(state="warm", since=1.0))
+    await store.update("dev", lambda _: WarmthRecord(state="warm", since=1.0))
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("UPDATE tier_warmth SET record = ? WHERE tier = 'dev'", (b'{"state": 3}',))
     assert await store.load("dev") is None

@@ -15,9 +15,9 @@ import pytest
 import gateway
 from gateway.clock import ManualClock
 from gateway.errors import TierUnavailable
-from gateway.tierspec import load_tier_specs
-from gateway.warmth.schedule import ScheduleError, parse_schedule
-from gateway.warmth.store import MemoryStore, TierRecord
+from gateway.settings import Tier, load_settings
+from gateway.warmth.schedule import parse_schedule
+from gateway.warmth.store import MemoryStore, WarmthRecord
 from gateway.warmth.tracker import WarmthTracker
 from gateway.warmth.types import TierWarmthConfig
 
@@ -77,8 +77,8 @@ class CountingStore(MemoryStore):
         self.updates = 0
 
     async def update(
-        self, tier: str, change: Callable[[TierRecord | None], TierRecord]
-    ) -> TierRecord:
+        self, tier: str, change: Callable[[WarmthRecord | None], WarmthRecord]
+    ) -> WarmthRecord:
         self.updates += 1
         return await super().update(tier, change)
 
@@ -86,15 +86,15 @@ class CountingStore(MemoryStore):
 class BrokenStore:
     """A store whose disk is gone: every call fails."""
 
-    async def load(self, tier: str) -> TierRecord | None:
+    async def load(self, tier: str) -> WarmthRecord | None:
         raise OSError("disk I/O error")
 
-    async def load_all(self) -> dict[str, TierRecord]:
+    async def load_all(self) -> dict[str, WarmthRecord]:
         raise OSError("disk I/O error")
 
     async def update(
-        self, tier: str, change: Callable[[TierRecord | None], TierRecord]
-    ) -> TierRecord:
+        self, tier: str, change: Callable[[WarmthRecord | None], WarmthRecord]
+    ) -> WarmthRecord:
         raise OSError("disk I/O error")
 
     async def aclose(self) -> None:
@@ -409,7 +409,7 @@ async def test_wait_warm_returns_false_at_once_for_a_down_tier(tracker):
 async def test_a_crashed_workers_lease_expires_and_is_taken_over(clock):
     store = MemoryStore()
     now = clock.time()
-    crashed = TierRecord(state="warming", since=now, lease_owner="dead", lease_expires=now + 30)
+    crashed = WarmthRecord(state="warming", since=now, lease_owner="dead", lease_expires=now + 30)
     await store.update("prod", lambda _: crashed)
     tracker = WarmthTracker({"prod": PROD}, store, clock, owner="alive")
     probe = ScriptedProbe(clock, [True], takes_s=300)
@@ -429,7 +429,7 @@ async def test_a_crashed_workers_lease_expires_and_is_taken_over(clock):
 async def test_an_expired_lease_reads_as_cold_not_warming(clock):
     store = MemoryStore()
     now = clock.time()
-    crashed = TierRecord(state="warming", since=now, lease_owner="dead", lease_expires=now + 30)
+    crashed = WarmthRecord(state="warming", since=now, lease_owner="dead", lease_expires=now + 30)
     await store.update("prod", lambda _: crashed)
     tracker = WarmthTracker({"prod": PROD}, store, clock)
     assert (await tracker.state("prod")).state == "warming"
@@ -522,11 +522,19 @@ async def test_wait_warm_on_a_down_tier_whose_retry_is_refused_returns_false(tra
 # -- configuration ---------------------------------------------------------------------------
 
 
-def test_configs_come_from_the_tiers_file():
-    specs = load_tier_specs(REPO / "config" / "tiers.toml")
-    prod = TierWarmthConfig.from_spec(
-        specs["prod"], kind="modal", keep_warm="Mon-Fri 08:00-19:00 Europe/Berlin"
+def tiers_of(tmp_path: Path, toml: str) -> dict[str, Tier]:
+    """The tiers of a gateway.toml beside the repo's tiers.toml, as settings resolve them."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'tiers_file = "{REPO / "config" / "tiers.toml"}"\n' + toml)
+    return load_settings(path, environ={}).tiers
+
+
+def test_configs_come_from_the_tiers_file(tmp_path):
+    tiers = tiers_of(
+        tmp_path,
+        '[tiers.dev]\n[tiers.prod]\nkeep_warm = "Mon-Fri 08:00-19:00 Europe/Berlin"\n',
     )
+    prod = TierWarmthConfig.for_tier(tiers["prod"])
     assert (prod.scales_to_zero, prod.expected_cold_start_s, prod.scaledown_window_s) == (
         True,
         424.0,
@@ -537,15 +545,25 @@ def test_configs_come_from_the_tiers_file():
         "windows",
         False,
     )
-    kept_up = msgspec.structs.replace(specs["dev"], min_containers=1)
-    dev = TierWarmthConfig.from_spec(kept_up, kind="modal", keep_warm="off")
-    assert (dev.scales_to_zero, dev.probe_is_free) == (False, True)
-    assert TierWarmthConfig.from_spec(specs["dev"], kind="openai", keep_warm="off").probe_is_free
+    assert (prod.down_retry_after_s, prod.down_retry_max_s) == (60.0, 900.0)  # a trial boots
+    dev = tiers["dev"]
+    assert dev.spec is not None
+    kept_up = msgspec.structs.replace(
+        dev, kind="modal", spec=msgspec.structs.replace(dev.spec, min_containers=1)
+    )
+    kept = TierWarmthConfig.for_tier(kept_up)
+    assert (kept.scales_to_zero, kept.probe_is_free) == (False, True)
+    assert (kept.down_retry_after_s, kept.down_retry_max_s) == (5.0, 60.0)  # probes are free
+    assert TierWarmthConfig.for_tier(msgspec.structs.replace(dev, kind="openai")).probe_is_free
 
 
-def test_a_bad_keep_warm_schedule_fails_the_config():
-    specs = load_tier_specs(REPO / "config" / "tiers.toml")
-    with pytest.raises(ScheduleError, match="'Mon-Fri 8-19 Europe/Berlin'"):
-        TierWarmthConfig.from_spec(
-            specs["prod"], kind="modal", keep_warm="Mon-Fri 8-19 Europe/Berlin"
-        )
+def test_the_embedded_tier_has_its_measured_facts_and_gateway_toml_its_backoff(tmp_path):
+    tiers = tiers_of(tmp_path, "[tiers.dev]\ndown_retry_after_s = 2\ndown_retry_max_s = 30\n")
+    local = TierWarmthConfig.for_tier(tiers["dev"])  # no URL: the embedded CPU tier
+    assert (local.kind, local.expected_cold_start_s, local.startup_timeout_s) == (
+        "local",
+        30.0,
+        300.0,
+    )
+    assert (local.scales_to_zero, local.keep_warm.mode) == (False, "off")
+    assert (local.down_retry_after_s, local.down_retry_max_s) == (2.0, 30.0)

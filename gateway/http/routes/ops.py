@@ -20,6 +20,9 @@ async def health() -> dict[str, str]:
 @get("/ready", summary="Readiness: config loaded and at least one tier usable")
 async def ready(request: AnyRequest) -> Response[Any]:
     ready, body = await runtime_of(request).warmth.readiness()
+    follower = getattr(request.app.state, "key_follower", None)
+    if follower is not None:  # keys shared through Redis: a blip keeps the last keys read
+        body["key_store"] = follower.health()
     return Response(content=body, status_code=200 if ready else 503)
 
 

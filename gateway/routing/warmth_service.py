@@ -1,9 +1,11 @@
-"""Binds the warmth tracker to the configured tiers: their probes, their views for the
-planner, and their rows in ``GET /status``. This is what dispatch and the handlers see.
+"""The warmth service: binds the warmth tracker to the configured tiers (their probes, the
+store they share, the keep-warm and recovery loops) and answers for them: their views for
+the planner, ``/ready`` and their rows in ``GET /status``. This is what dispatch (its
+``Warmth`` protocol) and the handlers see.
 
->>> states = TierStates.build(settings, clients, clock=SystemClock())
->>> await states.view("prod")
-TierView(usable=True, warm=False, eta_s=424.0)
+>>> warmth = WarmthService.build(settings, clients, clock=SystemClock())
+>>> await warmth.view("prod")
+WarmthView(state='cold', usable=True, eta_s=424.0, ...)
 """
 
 from __future__ import annotations
@@ -19,59 +21,24 @@ import msgspec
 
 from gateway.clock import Clock, within
 from gateway.redact import Redactor
-from gateway.routing.plan import TierView
 from gateway.routing.tier_client import TierClient
-from gateway.settings import Settings, Tier
+from gateway.settings import Settings
 from gateway.tierspec import tier_env_var
-from gateway.warmth.recovery import RECOVERY_TICK_S, run_recovery
+from gateway.warmth.loops import run_keepwarm, run_recovery
 from gateway.warmth.redis_store import RedisStore, StoreHealth
-from gateway.warmth.schedule import parse_schedule, run_keepwarm
 from gateway.warmth.store import MemoryStore, SqliteStore, WarmStore
 from gateway.warmth.tracker import Probe, WarmthTracker
-from gateway.warmth.types import (
-    FREE_PROBE_RETRY_MAX_S,
-    FREE_PROBE_RETRY_S,
-    TierState,
-    TierStatus,
-    TierWarmthConfig,
-)
+from gateway.warmth.types import TierWarmthConfig, WarmthReport, WarmthView
 
 log = logging.getLogger(__name__)
 
-# The embedded CPU tier has no entry in tiers.toml: its facts, measured (bench/results/).
-LOCAL_EXPECTED_COLD_START_S = 30.0  # first start converts GGUF (~30 s); later starts ~5 s
-LOCAL_STARTUP_TIMEOUT_S = 300.0  # a loaded 2-core machine can take minutes to import torch
-NEVER_SCALES_DOWN_S = 365 * 24 * 3600.0
 # A shared wait (see wait_warm) is renewed this often: one left behind by requests that all
 # timed out stops polling within a minute.
 SHARED_WAIT_S = 60.0
 STARTUP_CHECK_S = 2.0  # how long start-up waits for a remote tier's first health answer
 
 
-def warmth_config(tier: Tier) -> TierWarmthConfig:
-    if tier.spec is not None and tier.kind != "local":
-        config = TierWarmthConfig.from_spec(tier.spec, kind=tier.kind, keep_warm=tier.keep_warm)
-    else:
-        config = TierWarmthConfig(
-            kind=tier.kind,
-            scales_to_zero=False,
-            scaledown_window_s=NEVER_SCALES_DOWN_S,
-            expected_cold_start_s=LOCAL_EXPECTED_COLD_START_S,
-            startup_timeout_s=LOCAL_STARTUP_TIMEOUT_S,
-            keep_warm=parse_schedule(tier.keep_warm),
-        )
-    # A down tier's backoff: free probes may come often, a trial that boots a GPU may not.
-    first, cap = config.down_retry_after_s, config.down_retry_max_s
-    if config.probe_is_free:
-        first, cap = FREE_PROBE_RETRY_S, FREE_PROBE_RETRY_MAX_S
-    return msgspec.structs.replace(
-        config,
-        down_retry_after_s=tier.down_retry_after_s or first,
-        down_retry_max_s=tier.down_retry_max_s or cap,
-    )
-
-
-class TierStates:
+class WarmthService:
     """Implements ``gateway.routing.dispatch.Warmth`` over a ``WarmthTracker``."""
 
     def __init__(
@@ -100,7 +67,7 @@ class TierStates:
         on_warm_up: Callable[[str], None] | None = None,
         on_cold_start: Callable[[str, float], None] | None = None,
         on_store_error: Callable[[], None] | None = None,
-    ) -> TierStates:
+    ) -> WarmthService:
         configured = {name: t for name, t in settings.tiers.items() if t.configured}
         store: WarmStore
         if settings.state is not None:  # several replicas: one Redis
@@ -116,7 +83,7 @@ class TierStates:
         else:
             store = MemoryStore()
         tracker = WarmthTracker(
-            {name: warmth_config(t) for name, t in configured.items()},
+            {name: TierWarmthConfig.for_tier(t) for name, t in configured.items()},
             store,
             clock,
             lease_ttl_s=settings.warmup_lease_s,
@@ -167,30 +134,10 @@ class TierStates:
         await self.tracker.aclose()
         await self.store.aclose()
 
-    async def view(self, tier: str) -> TierView:
-        if tier not in self.probes:
-            return TierView(usable=False, warm=False)
-        state = await self.tracker.state(tier)
-        if state.state == "down":
-            return self._down_view(tier, state)
-        return TierView(
-            usable=True,
-            warm=state.state == "warm",
-            eta_s=state.eta_s,
-            state=state.state,
-        )
-
-    def _down_view(self, tier: str, state: TierState) -> TierView:
-        """A down tier is not usable, except as its own trial: a scale-to-zero tier whose
-        backoff ran out lets the next request through (half-open); its ETA is a boot's."""
-        config = self.tracker.config(tier)
-        due = state.next_trial_s == 0 and not state.trial_running
-        if due and not config.probe_is_free:
-            cold = self.tracker.mean_cold_start_s(tier)
-            return TierView(usable=True, warm=False, eta_s=cold, state="down", trial=True)
-        # A free tier's due trial is run by the recovery loop within a tick.
-        wait = max(state.next_trial_s or 0.0, RECOVERY_TICK_S)
-        return TierView(usable=False, warm=False, state="down", retry_after_s=wait)
+    async def view(self, tier: str) -> WarmthView:
+        if tier not in self.probes:  # not configured: nothing to call
+            return WarmthView(state="unknown", usable=False)
+        return await self.tracker.state(tier)
 
     async def claim_trial(self, tier: str, budget_s: float) -> bool:
         """Make this request the trial of a down tier (False: another took it)."""
@@ -206,10 +153,7 @@ class TierStates:
         down."""
         if tier not in self.probes:
             return None
-        state = self.tracker.peek(tier)
-        if state.state != "down":
-            return None
-        return max(state.next_trial_s or 0.0, RECOVERY_TICK_S)
+        return self.tracker.peek(tier).retry_after_s
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """``GET /ready``: ready while a configured tier is not down. Per tier: its state,
@@ -269,7 +213,7 @@ class TierStates:
 
     async def status(self, counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """``GET /status``: the tracker's rows, plus the unconfigured tiers and counters."""
-        snapshot: dict[str, TierStatus] = await self.tracker.snapshot()
+        snapshot: dict[str, WarmthReport] = await self.tracker.snapshot()
         store = msgspec.to_builtins(self.store_health())
         out: dict[str, Any] = {}
         for name, tier in self.settings.tiers.items():
