@@ -16,9 +16,14 @@ Every container is a replica: warm-ups stay single-flight across all of them thr
 so ``max_containers`` may grow without a second warm-up of the same GPU. Without the
 ``GATEWAY_STATE`` secret each container keeps its own warmth (and warms tiers on its own).
 
-The URL requires Modal proxy auth (Modal-Key / Modal-Secret headers, as the tiers' URLs):
-until the gateway has API keys of its own, nobody without a token reaches the GPUs behind
-it. Modal's edge answers a request still running after 150 s with a 303 to a result URL; an
+The gateway's own API keys guard the URL: they live in the same Redis
+(``GATEWAY_KEYS_STORE=state``), so ``gateway keys create|revoke`` run against that Redis
+reaches every container within about a second, and every route but ``/health`` needs a
+key. An empty Redis has no keys: the URL answers 401 until the first key is made (closed by
+default). OpenAI clients send the key as ``api_key=``; Modal proxy auth would ask every
+client for two Modal headers instead.
+
+Modal's edge answers a request still running after 150 s with a 303 to a result URL; an
 HTTP client that follows redirects (curl -L, httpx follow_redirects) keeps waiting through
 a prod cold start. Checked offline by tests/unit/test_modal_gateway.py.
 """
@@ -78,6 +83,8 @@ def image_env() -> dict[str, str]:
     return {
         "GATEWAY_CONFIG": f"{CONTAINER_ROOT}/config/gateway.toml",
         "GATEWAY_LOCAL_TIER": "off",  # no CPU model in this image: dev must have a URL
+        # API keys in the state secret's Redis: one `gateway keys` for every container
+        "GATEWAY_KEYS_STORE": "state",
     }
 
 
@@ -106,7 +113,7 @@ app = modal.App(APP_NAME)
     **SETTINGS,
 )
 @modal.concurrent(max_inputs=MAX_INPUTS)
-@modal.asgi_app(requires_proxy_auth=True)  # closed at Modal's edge until API keys land
+@modal.asgi_app()  # open at Modal's edge: the gateway's keys (in Redis) guard it
 def web() -> Any:
     from gateway.app import app_from_env  # in the container, with its settings from secrets
 

@@ -42,7 +42,19 @@ def test_a_cpu_web_app_with_redis_and_the_tiers_as_secrets(module: ModuleType) -
     ]
     assert info.concurrency_info.max_inputs == module.MAX_INPUTS
     webhook = synchronizer._translate_in(module.web)._webhook_config
-    assert webhook.requires_proxy_auth is True  # closed until the gateway has its own keys
+    assert webhook.requires_proxy_auth is False  # the gateway's own keys guard it
+
+
+def test_the_container_needs_a_key_from_the_shared_store(module: ModuleType) -> None:
+    """With the state secret's Redis URL, the image's environment turns keys on, kept in
+    that Redis: the URL is never open to anyone who finds it."""
+    environ = {**module.image_env(), "GATEWAY_STATE": "redis://:pw@redis.example.com:6379/0"}
+    environ["GATEWAY_CONFIG"] = str(REPO / "config" / "gateway.toml")
+    settings = load_settings(environ=environ)
+    assert settings.keys_on
+    assert settings.keys_store is not None and settings.keys_store.reveal() == (
+        "redis://:pw@redis.example.com:6379/0"
+    )
 
 
 def test_requests_may_wait_out_the_longest_cold_budget(module: ModuleType) -> None:
