@@ -1,7 +1,7 @@
 """Fault soak: `gateway serve` under steady load while its tier fails in mixed ways.
 
 c clients post ``/generate`` in a closed loop for ``--duration`` seconds against
-``gateway serve`` whose ``dev`` tier is ``fault_soak_tier.py`` (about ``--fault-rate`` of its
+``gateway serve`` whose ``dev`` tier is ``standin_tier.py`` (about ``--fault-rate`` of its
 answers fail: 5xx, resets, stalls, garbage). Halfway through, the tier is killed with
 SIGKILL and started again ``--down`` seconds later on the same port. Reported:
 
@@ -150,13 +150,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tier_port, gateway_port = free_port(), free_port()
     tier_argv = [
         sys.executable,
-        str(ROOT / "bench" / "fault_soak_tier.py"),
+        str(ROOT / "bench" / "gateway_bench" / "standin_tier.py"),
         "--port",
         str(tier_port),
         "--fault-rate",
         str(args.fault_rate),
         "--stall",
         str(args.stall),
+        "--content",  # an answer that satisfies PERSON_SCHEMA
+        json.dumps({"name": "Ada", "age": 36}),
     ]
     workdir = Path(tempfile.mkdtemp(prefix="fault-soak-"))
     config = workdir / "gateway.toml"
@@ -301,8 +303,8 @@ def report_md(data: dict[str, Any]) -> str:
     return f"""# Fault soak ({data["when_utc"]})
 
 `{data["command"]}`, {s["duration_s"]:.0f} s, c={s["concurrency"]}, `--workers {s["workers"]}`;
-the stand-in tier (`bench/fault_soak_tier.py`) fails ~{s["fault_rate"]:.0%} of its answers (5xx,
-resets, {s["stall_s"]:.0f} s stalls, garbage); it was killed with SIGKILL at
+the stand-in tier (`bench/gateway_bench/standin_tier.py`) fails ~{s["fault_rate"]:.0%} of its
+answers (5xx, resets, {s["stall_s"]:.0f} s stalls, garbage); it was killed with SIGKILL at
 {data["events_s"].get("killed")} s and restarted {s["tier_down_s"]:.0f} s later. Machine:
 {data["machine"]["cpus"]} CPUs, Python {data["machine"]["python"]}. {data["machine"]["note"]}
 

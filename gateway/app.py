@@ -8,19 +8,20 @@ tracker and its background tasks. Nothing is created at import time.
 
 Every route, the two completion routes included, is a Litestar route handler: the edge
 middleware (request id, metric, log line, cancellation when the client hangs up), allowed
-hosts, CORS, the exception handlers (``gateway.http.problems``) and the generated OpenAPI document
-apply to all of them.
+hosts and CORS (``[server]`` in the settings), the exception handlers
+(``gateway.http.problems``) and the generated OpenAPI document apply to all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 from litestar import Litestar
+from litestar.config.allowed_hosts import AllowedHostsConfig
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -36,7 +37,7 @@ from gateway.routing.dispatch import Dispatcher
 from gateway.routing.tier_client import TierClient
 from gateway.routing.warmth_service import WarmthService
 from gateway.runtime import Runtime
-from gateway.settings import Settings, load_settings
+from gateway.settings import Cors, ServerSettings, Settings, load_settings
 from gateway.structured.preflight import SchemaChecker
 
 
@@ -45,12 +46,9 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock | None = None,
-    allowed_hosts: Sequence[str] | None = None,
-    cors_config: CORSConfig | None = None,
 ) -> Litestar:
     """Build the app; ``transport`` replaces the network for every tier, ``clock`` the time
-    (tests). ``allowed_hosts`` and ``cors_config`` are Litestar's own, and apply to every
-    route (deployments that want them in front of the gateway)."""
+    (tests)."""
     clock = clock or SystemClock()
     gate = Gate(settings)  # API keys, limits, spend: on with a keys file or key store
 
@@ -92,8 +90,8 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,  # a 413 problem, chunked bodies too
         middleware=[edge_middleware, gate.middleware],
-        allowed_hosts=list(allowed_hosts) if allowed_hosts is not None else None,
-        cors_config=cors_config,
+        allowed_hosts=allowed_hosts_config(settings.server),
+        cors_config=cors_config(settings.server.cors),
         openapi_config=OpenAPIConfig(
             title="tier-gateway",
             version="0.1.0",
@@ -104,6 +102,31 @@ def create_app(
         ),
         debug=False,
         logging_config=None,  # logging is configured once, as JSON lines (observability.py)
+    )
+
+
+def allowed_hosts_config(server: ServerSettings) -> AllowedHostsConfig | None:
+    """Litestar's Host check (a 400 for any other), or None: every host (the default)."""
+    if not server.allowed_hosts:
+        return None
+    # No www. redirect: an API answers or refuses, and a 301 would make clients re-send
+    # a prompt to another name.
+    return AllowedHostsConfig(allowed_hosts=list(server.allowed_hosts), www_redirect=False)
+
+
+def cors_config(cors: Cors) -> CORSConfig | None:
+    """Litestar's CORS, or None: no CORS headers (the default). It wraps the whole app, so a
+    preflight is answered before routing and before the key check: browsers send no key on
+    one. Keys travel in ``Authorization``, never in cookies: no credentialed CORS."""
+    if not cors.enabled:
+        return None
+    return CORSConfig(
+        allow_origins=list(cors.allow_origins),
+        allow_methods=["GET", "POST"],  # every route the gateway has
+        allow_headers=list(cors.allow_headers),
+        expose_headers=list(cors.expose_headers),
+        allow_credentials=False,
+        max_age=cors.max_age_s,
     )
 
 

@@ -46,6 +46,7 @@ class ManualClock:
     clock = ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
     task = asyncio.create_task(tracker.warm_up("prod", probe))
     await clock.advance(30)     # sleepers due within 30 s wake, in time order
+    await clock.parked()        # ... and the one woken has done its I/O and sleeps again
     """
 
     def __init__(self, start: datetime) -> None:
@@ -53,6 +54,7 @@ class ManualClock:
         self._elapsed = 0.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._slept: asyncio.Future[None] | None = None  # set when a task starts to sleep
 
     def time(self) -> float:
         return self._epoch + self._elapsed
@@ -66,7 +68,24 @@ class ManualClock:
             return
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._elapsed + seconds, next(self._order), wake))
+        if self._slept is not None and not self._slept.done():
+            self._slept.set_result(None)
         await wake
+
+    @property
+    def sleeping(self) -> int:
+        """How many tasks wait on this clock (a cancelled sleep no longer counts)."""
+        return sum(1 for _, _, wake in self._sleepers if not wake.done())
+
+    async def parked(self, count: int = 1) -> None:
+        """Return once ``count`` tasks sleep on this clock, without moving it: how a test
+        knows the code under test has reached its next timed wait, whatever real I/O (a
+        store's thread, a socket) it did on the way, which ``advance``'s settling of the
+        event loop does not wait for."""
+        while self.sleeping < count:
+            if self._slept is None or self._slept.done():
+                self._slept = asyncio.get_running_loop().create_future()
+            await self._slept
 
     async def advance(self, seconds: float) -> None:
         """Move time on by ``seconds``, waking each sleeper at its own time and letting the

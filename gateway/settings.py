@@ -23,11 +23,14 @@ Environment overrides (each named in errors with where it came from):
   every replica, beside the file's; set, every route but ``/health`` needs a key.
 - ``GATEWAY_LIMITS_STORE``: where per-key limits are counted: ``memory://`` (one process) or
   a Redis URL (shared by every worker and replica); default: the ``state`` Redis, if any.
+- ``GATEWAY_ALLOWED_HOSTS`` / ``GATEWAY_CORS_ALLOW_ORIGINS``: comma-separated lists that
+  override ``[server] allowed_hosts`` and ``[server.cors] allow_origins``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -35,7 +38,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs
+from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs, tier_env_var
 from gateway.warmth.schedule import Schedule, ScheduleError, parse_schedule
 
 MODAL_HOLD_S = 150.0  # a Modal web endpoint holds a request this long, then answers 303
@@ -44,6 +47,8 @@ EMBEDDED_URL_ENV = "GATEWAY_EMBEDDED_TIER_URL"  # set by `gateway serve` for its
 SUPERVISOR_ENV = "GATEWAY_SUPERVISOR_PID"  # set by `gateway serve --workers N` for its workers
 STATE_ENV = "GATEWAY_STATE"
 KEYS_STORE_ENV = "GATEWAY_KEYS_STORE"
+ALLOWED_HOSTS_ENV = "GATEWAY_ALLOWED_HOSTS"  # comma-separated; overrides [server] allowed_hosts
+CORS_ORIGINS_ENV = "GATEWAY_CORS_ALLOW_ORIGINS"  # comma-separated; overrides allow_origins
 STATE_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url understands
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.toml"
 
@@ -105,14 +110,61 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     down_retry_max_s: Seconds | None = None
 
 
-class ServerLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """How the server protects itself from slow, silent, huge or too many clients.
+# What a browser script may read of an answer (docs/api.md, "Response headers"): CORS hides
+# every response header but a handful unless it is exposed by name.
+EXPOSED_HEADERS = (
+    "x-request-id",
+    "x-model-tier-requested",
+    "x-model-tier-served",
+    "x-fallback-reason",
+    "x-schema-checked-after",
+    "x-gateway-overhead-ms",
+    "x-should-retry",
+    "retry-after",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "x-ratelimit-limit-gpu-seconds",
+    "x-ratelimit-remaining-gpu-seconds",
+    "x-ratelimit-reset-gpu-seconds",
+    "x-gpu-seconds",
+    "x-gpu-cost-usd",
+)
 
-    uvicorn (with httptools) enforces the first three in every worker; it has no limit on
-    the time or size of a request's headers, nor on the time a body takes to arrive, so the
+
+class Cors(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Which browser pages may call the gateway (Litestar's CORS, on every route). No
+    origins: no CORS headers at all, so a browser lets only same-origin pages read answers."""
+
+    allow_origins: tuple[str, ...] = ()  # "https://app.example", "https://*.example", or "*"
+    # What a preflight may ask to send; "*" allows what it asks, Authorization included.
+    allow_headers: tuple[str, ...] = ("*",)
+    expose_headers: tuple[str, ...] = EXPOSED_HEADERS
+    max_age_s: Annotated[int, msgspec.Meta(ge=0)] = 600  # how long a browser caches a preflight
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allow_origins)
+
+
+class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Whom the server answers, and how it protects itself from slow, silent, huge or too
+    many clients.
+
+    ``allowed_hosts`` and ``cors`` are Litestar's own (``create_app``), on every route.
+    uvicorn (with httptools) enforces the first three limits in every worker; it has no limit
+    on the time or size of a request's headers, nor on the time a body takes to arrive, so the
     last three are enforced by the front proxy whose configuration ``deploy/nginx`` renders
     from these values (docs/operations.md).
     """
+
+    # Host headers answered, port included when the client sends one ("gateway.example",
+    # "*.example", "gateway.internal:8000"); any other gets 400. Empty: any host.
+    allowed_hosts: tuple[str, ...] = ()
+    cors: Cors = Cors()
 
     max_connections: Annotated[int, msgspec.Meta(ge=2)] = 16_384  # per worker; 503 past it
     keep_alive_s: Seconds = 5.0  # an idle keep-alive connection is closed after this
@@ -140,7 +192,7 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     # API keys shared by replicas: "state" (the state Redis) or a Redis URL; "" = file only
     keys_store: str = ""
     limits_store: str = ""  # per-key limits: memory:// or a Redis URL; "" = state, else memory
-    server: ServerLimits = ServerLimits()
+    server: ServerSettings = ServerSettings()
     tiers: dict[str, TierFileEntry]
 
 
@@ -188,7 +240,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     state_prefix: str = "tier-gateway"
     state_timeout_s: float = 0.25
     warmup_lease_s: float = 30.0
-    server: ServerLimits = ServerLimits()
+    server: ServerSettings = ServerSettings()
     supervisor_pid: int | None = None  # a worker of `gateway serve --workers N`: its parent
     modal_key: Secret | None = None
     modal_secret: Secret | None = None
@@ -216,6 +268,95 @@ def _check_url(url: str, where: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"{where}: {url!r} is not an http(s) URL")
     return url.rstrip("/")
+
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"  # "_": container names
+_PORT = r"(?::[0-9]{1,5})?"
+# As Litestar's allowed hosts match the Host header: a name or IPv4 address (a leading "*."
+# matches any subdomain) or a bracketed IPv6 address, with the port when clients send one.
+_HOST = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*{_PORT}|\[[0-9a-f:.]+\]{_PORT}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 token
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _allowed_hosts(values: tuple[str, ...], where: str) -> tuple[str, ...]:
+    hosts: list[str] = []
+    for value in values:
+        host = value.strip().lower()  # DNS names are case-blind; clients send them lower
+        if "://" in host or "/" in host:
+            raise SettingsError(
+                f"{where}: {value!r} is a URL; give the host as clients send it in the Host "
+                "header, e.g. 'gateway.example' or 'gateway.internal:8000'"
+            )
+        if host != "*" and not _HOST.fullmatch(host):
+            raise SettingsError(
+                f"{where}: {value!r} is not a host: use a name or address ('gateway.example', "
+                "'10.0.0.5'), '*.' before a domain for its subdomains, ':port' when clients "
+                "send one, or '*' for any"
+            )
+        hosts.append(host)
+    return tuple(dict.fromkeys(hosts))
+
+
+def _origins(values: tuple[str, ...], where: str) -> tuple[str, ...]:
+    origins: list[str] = []
+    for value in values:
+        origin = value.strip()
+        if origin == "*":
+            origins.append(origin)
+            continue
+        parts = urlsplit(origin)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if scheme not in _DEFAULT_PORTS or not parts.hostname or port == -1 or "@" in origin:
+            raise SettingsError(
+                f"{where}: {value!r} is not an origin: scheme://host[:port], e.g. "
+                "'https://app.example' (a '*' in the host matches any part of it)"
+            )
+        netloc = parts.netloc.lower()
+        if port == _DEFAULT_PORTS[scheme]:
+            netloc = netloc.rsplit(":", 1)[0]  # a browser leaves the default port out
+        # A browser's Origin header has no path, not even "/": one here would never match.
+        if parts.path or parts.query or parts.fragment or netloc != parts.netloc.lower():
+            raise SettingsError(
+                f"{where}: {value!r} would never match: a browser sends it as '{scheme}://{netloc}'"
+            )
+        origins.append(f"{scheme}://{netloc}")
+    return tuple(dict.fromkeys(origins))
+
+
+def _header_names(values: tuple[str, ...], where: str) -> tuple[str, ...]:
+    for value in values:
+        if not _HEADER_NAME.fullmatch(value.lower()):
+            raise SettingsError(f"{where}: {value!r} is not a header name")
+    return tuple(dict.fromkeys(value.lower() for value in values))
+
+
+def _listed(value: str) -> tuple[str, ...]:
+    """An environment variable's comma-separated list."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _server(file: ServerSettings, env: Mapping[str, str], path: Path) -> ServerSettings:
+    """The ``[server]`` table, its lists checked (and the environment's lists applied)."""
+    hosts, where = file.allowed_hosts, f"{path}: server.allowed_hosts"
+    if env.get(ALLOWED_HOSTS_ENV):
+        hosts, where = _listed(env[ALLOWED_HOSTS_ENV]), ALLOWED_HOSTS_ENV
+    origins, from_ = file.cors.allow_origins, f"{path}: server.cors.allow_origins"
+    if env.get(CORS_ORIGINS_ENV):
+        origins, from_ = _listed(env[CORS_ORIGINS_ENV]), CORS_ORIGINS_ENV
+    cors = msgspec.structs.replace(
+        file.cors,
+        allow_origins=_origins(origins, from_),
+        allow_headers=_header_names(file.cors.allow_headers, f"{path}: server.cors.allow_headers"),
+        expose_headers=_header_names(
+            file.cors.expose_headers, f"{path}: server.cors.expose_headers"
+        ),
+    )
+    return msgspec.structs.replace(file, allowed_hosts=_allowed_hosts(hosts, where), cors=cors)
 
 
 def _choice(value: str, allowed: tuple[str, ...], where: str) -> str:
@@ -260,13 +401,13 @@ def load_settings(
 
     tiers: dict[str, Tier] = {}
     for name, entry in file.tiers.items():
-        key = f"GATEWAY_TIER_{name.upper()}"
+        kind_var, url_var = tier_env_var(name, "KIND"), tier_env_var(name, "URL")
         kind: str = entry.kind
-        if f"{key}_KIND" in env:
-            kind = _choice(env[f"{key}_KIND"], ("modal", "openai"), f"{key}_KIND")
+        if kind_var in env:
+            kind = _choice(env[kind_var], ("modal", "openai"), kind_var)
         url = entry.url
-        if env.get(f"{key}_URL"):
-            url = _check_url(env[f"{key}_URL"], f"{key}_URL")
+        if env.get(url_var):
+            url = _check_url(env[url_var], url_var)
         elif url:
             url = _check_url(url, f"{path}: tiers.{name}.url")
         else:
@@ -349,7 +490,7 @@ def load_settings(
         state_prefix=file.state_prefix,
         state_timeout_s=file.state_timeout_s,
         warmup_lease_s=file.warmup_lease_s,
-        server=file.server,
+        server=_server(file.server, env, path),
         supervisor_pid=int(env[SUPERVISOR_ENV]) if env.get(SUPERVISOR_ENV, "").isdigit() else None,
         modal_key=Secret(key_) if key_ else None,
         modal_secret=Secret(secret) if secret else None,

@@ -4,6 +4,8 @@ gateway (warmth defaults, model names) and by ``tiers/`` (the deployments themse
 >>> specs = load_tier_specs(Path("config/tiers.toml"))
 >>> specs["prod"].expected_cold_start_s
 424.0
+>>> tier_env_var("prod", "URL")
+'GATEWAY_TIER_PROD_URL'
 
 Pure data and a loader: importing this module pulls in nothing heavier than msgspec. It is
 also shipped into the Modal containers (``tiers/modal_app.py`` re-imports it there), so it
@@ -54,6 +56,17 @@ class TierSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 class TiersFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tiers: dict[str, TierSpec]
+
+
+# The per-tier settings the environment may give the gateway (docs/configuration.md).
+TierEnvSetting = Literal["URL", "KIND"]
+
+
+def tier_env_var(tier: str, setting: TierEnvSetting) -> str:
+    """The environment variable that gives a tier one of its gateway settings. Built only
+    here: the gateway reads it, its messages and ``/status`` name it, and ``tiers.deploy``
+    prints it, so the name a user is told is always the name that is read."""
+    return f"GATEWAY_TIER_{tier.upper()}_{setting}"
 
 
 class TierSpecError(ValueError):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs
+from gateway.tierspec import TierSpec, TierSpecError, load_tier_specs, tier_env_var
 from tiers import layout
 from tiers.vllm_command import UnpinnedRevision, check_pinned, vllm_command
 
@@ -168,7 +168,7 @@ def deploy(
             )
     print("\n# gateway settings (environment or config/gateway.toml):", file=out)
     for name, url in urls.items():
-        print(f"{layout.url_env_var(name)}={url}", file=out)
+        print(f"{tier_env_var(name, 'URL')}={url}", file=out)
     print(
         "# and a Modal proxy auth token (dashboard: Settings > Proxy Auth Tokens):\n"
         "GATEWAY_MODAL_KEY=wk-...\nGATEWAY_MODAL_SECRET=ws-...",

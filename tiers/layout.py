@@ -3,8 +3,6 @@ container), ``deploy`` and ``serve``. Pure: importing it never imports modal.
 
 >>> app_name("dev"), endpoint_label("dev")
 ('tier-gateway-dev', 'tier-gateway-dev')
->>> url_env_var("prod")
-'GATEWAY_TIER_PROD_URL'
 """
 
 from __future__ import annotations
@@ -48,11 +46,6 @@ def endpoint_label(tier: str) -> str:
 
 def vllm_cache_volume(tier: str) -> str:
     return f"tier-gateway-{tier}-vllm-cache"
-
-
-def url_env_var(tier: str) -> str:
-    """The gateway setting that points a tier at its deployment."""
-    return f"GATEWAY_TIER_{tier.upper()}_URL"
 
 
 def load_tier(tier: str, path: Path = TIERS_FILE) -> TierSpec:

@@ -80,8 +80,9 @@ def generate_request() -> bytes:
     return json.dumps(body).encode()
 
 
-def chat_completion() -> bytes:
-    """A vLLM-shaped chat.completion whose content satisfies SCHEMA (what the stub answers)."""
+def chat_completion(content: str | None = None) -> bytes:
+    """A vLLM-shaped chat.completion whose content satisfies SCHEMA (what the stub answers),
+    or is ``content``."""
     body = {
         "id": "chatcmpl-bench-7f3c2a9e4b1d",
         "object": "chat.completion",
@@ -92,7 +93,7 @@ def chat_completion() -> bytes:
                 "index": 0,
                 "message": {
                     "role": "assistant",
-                    "content": json.dumps(OUTPUT),
+                    "content": json.dumps(OUTPUT) if content is None else content,
                     "reasoning_content": None,
                     "tool_calls": [],
                 },

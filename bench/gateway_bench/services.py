@@ -4,7 +4,7 @@
 - ``nginx``: a second nginx, a plain reverse proxy to the stub (the floor for one HTTP hop).
 - ``litellm``: the LiteLLM proxy from its own virtual environment, one model -> the stub.
 - ``gateway``: this project, run the way the README runs it (``gateway serve``).
-- ``slow``: slow_upstream.py, which holds every request (for the peak-RSS measurement).
+- ``slow``: standin_tier.py, which holds every request (for the peak-RSS measurement).
 """
 
 from __future__ import annotations
@@ -212,6 +212,6 @@ def start_gateway(
 
 def start_slow(workdir: Path, hold_s: float) -> Service:
     port = free_port()
-    argv = [sys.executable, str(HERE / "slow_upstream.py"), "--port", str(port)]
-    argv += ["--hold", str(hold_s)]
+    argv = [sys.executable, str(HERE / "standin_tier.py"), "--port", str(port)]
+    argv += ["--hold", str(hold_s), "--lifetime", "900"]
     return Service("slow", argv, port, "/health", log=workdir / "slow.log")

@@ -67,14 +67,26 @@ class KeySpend:
             **kw,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        # (key name, tier) -> its four series: one look-up per answer, not four (``labels``
+        # takes a lock and builds the label tuple each time)
+        self._answers: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
 
     def record(self, key: str, tier: str, *, tokens: int, gpu_s: float, usd: float) -> None:
-        self._child(self.requests, key, tier).inc()
+        series = self._answers.get((key, tier))
+        if series is None:
+            series = self._answers[(key, tier)] = (
+                self.requests.labels(key, tier),
+                self.tokens.labels(key, tier),
+                self.gpu_seconds.labels(key, tier),
+                self.cost.labels(key, tier),
+            )
+        requests, tokens_total, gpu_total, cost_total = series
+        requests.inc()
         if tokens:
-            self._child(self.tokens, key, tier).inc(tokens)
+            tokens_total.inc(tokens)
         if gpu_s:
-            self._child(self.gpu_seconds, key, tier).inc(gpu_s)
-            self._child(self.cost, key, tier).inc(usd)
+            gpu_total.inc(gpu_s)
+            cost_total.inc(usd)
 
     def refuse(self, key: str, status: int) -> None:
         self._child(self.refused, key, str(status)).inc()

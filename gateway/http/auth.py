@@ -32,7 +32,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.access.keys import RELOAD_EVERY_S, Grant, KeyRecord, KeyStore
-from gateway.access.quotas import SWEEP_EVERY_S, Quotas
+from gateway.access.quotas import FLUSH_EVERY_S, SWEEP_EVERY_S, Quotas
 from gateway.access.spend import KeySpend, cost_usd, gpu_seconds
 from gateway.errors import Forbidden, GatewayError, Unauthenticated
 from gateway.http.observability import facts_in
@@ -75,6 +75,7 @@ class Gate:
         self.quotas: Quotas | None = None  # built in the lifespan: needs the event loop
         self.spend: KeySpend | None = None  # registered in the app's metrics in the lifespan
         self.reload_every_s = RELOAD_EVERY_S
+        self.flush_every_s = FLUSH_EVERY_S
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -96,12 +97,16 @@ class Gate:
                 "up to N times its limits; set GATEWAY_STATE (or GATEWAY_LIMITS_STORE) to Redis"
             )
         reloader = asyncio.create_task(self._maintain())
+        stop = asyncio.Event()
+        flusher = asyncio.create_task(self._flush_charges(self.quotas, stop))
         try:
             yield
         finally:
             reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloader
+            stop.set()  # not cancelled: a flush cut short would lose its charges
+            await flusher  # its last flush: the last answers' charges
             await self.quotas.aclose()
 
     async def _maintain(self) -> None:
@@ -117,6 +122,14 @@ class Gate:
             if since_sweep >= SWEEP_EVERY_S:
                 quotas.sweep()
                 since_sweep = 0.0
+
+    async def _flush_charges(self, quotas: Quotas, stop: asyncio.Event) -> None:
+        """Write held tokens and GPU time to the shared store (``Quotas.flush``) every
+        ``flush_every_s``, and once more when ``stop`` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.flush_every_s)
+            await quotas.flush()
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Litestar middleware (a factory of ASGI apps); with keys off, ``app`` itself."""
@@ -165,14 +178,15 @@ class Gate:
         limit_headers: list[tuple[bytes, bytes]],
     ) -> None:
         counted = 0  # calls already turned into spend
+        tokens, gpu_s = 0, 0.0  # theirs, for the key's windows
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal counted
+            nonlocal counted, tokens, gpu_s
             if message["type"] == "http.response.start":
-                headers = [*message.get("headers", []), *limit_headers]
+                headers = [*message.get("headers", ()), *limit_headers]
                 if grant.calls:
-                    gpu_s, usd, _ = self._record(grant)
                     counted = len(grant.calls)
+                    tokens, gpu_s, usd = self._record(grant, 0)
                     headers += [
                         # microseconds of GPU, nano-dollars: a warm answer is a few cents
                         (b"x-gpu-seconds", b"%.6f" % gpu_s),
@@ -184,28 +198,28 @@ class Gate:
         try:
             await app(scope, receive, send_with_headers)
         finally:
-            if grant.calls:
-                if counted < len(grant.calls):  # the answer went out another way (an error)
-                    self._record(grant)
+            if counted < len(grant.calls):  # noted after the answer started, or no answer
+                more_tokens, more_gpu_s, _ = self._record(grant, counted)
+                tokens += more_tokens
+                gpu_s += more_gpu_s
+            if tokens or gpu_s:
                 assert self.quotas is not None
-                tokens = sum(t for _, _, t in grant.calls)
-                gpu_s = sum(gpu_seconds(self.settings.tiers[n], s) for n, s, _ in grant.calls)
-                await self.quotas.charge(grant.key, tokens=tokens, gpu_s=gpu_s)
+                self.quotas.charge(grant.key, tokens=tokens, gpu_s=gpu_s)
 
-    def _record(self, grant: Grant) -> tuple[float, float, int]:
-        """The spend of every tier answer this request got, into the key's series."""
-        total_gpu = total_usd = 0.0
-        tokens_all = 0
-        for name, latency_s, tokens in grant.calls:
+    def _record(self, grant: Grant, start: int) -> tuple[int, float, float]:
+        """The spend of the tier answers of this request from ``start`` on, into the key's
+        series; their (tokens, GPU-seconds, dollars)."""
+        tokens, total_gpu, total_usd = 0, 0.0, 0.0
+        for name, latency_s, answer_tokens in grant.calls[start:]:
             tier = self.settings.tiers[name]
             gpu_s = gpu_seconds(tier, latency_s)
             usd = cost_usd(tier, gpu_s)
             if self.spend is not None:
-                self.spend.record(grant.key.name, name, tokens=tokens, gpu_s=gpu_s, usd=usd)
+                self.spend.record(grant.key.name, name, tokens=answer_tokens, gpu_s=gpu_s, usd=usd)
+            tokens += answer_tokens
             total_gpu += gpu_s
             total_usd += usd
-            tokens_all += tokens
-        return total_gpu, total_usd, tokens_all
+        return tokens, total_gpu, total_usd
 
 
 def grant_of(scope: Any) -> Grant | None:

@@ -31,16 +31,17 @@ from gateway.settings import (
     EMBEDDED_URL_ENV,
     SUPERVISOR_ENV,
     WARMTH_DB_ENV,
-    ServerLimits,
+    ServerSettings,
     Settings,
     load_settings,
 )
+from gateway.tierspec import tier_env_var
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
 
 log = logging.getLogger(__name__)
-GRACEFUL_SHUTDOWN_S = ServerLimits().drain_s  # the default drain; `[server] drain_s` sets it
+GRACEFUL_SHUTDOWN_S = ServerSettings().drain_s  # the default drain; `[server] drain_s` sets it
 CHILD_STOP_S = 10  # the CPU tier exits at once on SIGTERM; SIGKILL after this
 # Connections the kernel completes before the worker accepts them. uvicorn's 2048 overflowed
 # when 10,000 clients arrived at a worker on a busy machine (bench/results/hold-10k.md): an
@@ -130,7 +131,7 @@ def describe(settings: Settings, host: str, port: int) -> str:
     lines = [f"gateway: listening on http://{host}:{port}  (config {settings.config_path})"]
     default = settings.env or settings.default_tier
     for tier in settings.tiers.values():
-        where = tier.url or f"not configured (set GATEWAY_TIER_{tier.name.upper()}_URL)"
+        where = tier.url or f"not configured (set {tier_env_var(tier.name, 'URL')})"
         kind = "embedded CPU tier" if tier.kind == "local" else tier.kind
         mark = " (default)" if tier.name == default else ""
         lines.append(f"  {tier.name}{mark}: {kind} -> {where}")

@@ -297,14 +297,7 @@ class Dispatcher:
         if retry_s is not None:
             headers["Retry-After"] = _seconds(retry_s)
         if not tier.configured:
-            setting = f"GATEWAY_TIER_{tier.name.upper()}_URL"
-            return TierUnavailable(
-                f"tier {tier.name} is not configured: set {setting}",
-                tier=tier.name,
-                state="unconfigured",
-                missing_setting=setting,
-                headers=headers,
-            )
+            return self.clients[tier.name].unconfigured(headers)
         eta = None if retry_s is None else round(retry_s, 1)
         if view.state == "down":
             # Said as it is: down, and when it is tried again (not "ready in" anything).

@@ -60,6 +60,7 @@ from gateway.routing.tier_http import (
 )
 from gateway.schemas import ChatCompletion
 from gateway.settings import MODAL_HOLD_S, Settings, Tier
+from gateway.tierspec import tier_env_var
 
 CHAT_PATH = "/v1/chat/completions"
 HEALTH_PATH = "/health"
@@ -189,18 +190,20 @@ class TierClient:
     async def aclose(self) -> None:
         await self._exchanger.aclose()
 
-    def _unconfigured(self) -> TierUnavailable:
-        setting = f"GATEWAY_TIER_{self.tier.name.upper()}_URL"
+    def unconfigured(self, headers: dict[str, str] | None = None) -> TierUnavailable:
+        """The 503 for a tier without a URL, naming the setting that gives it one."""
+        setting = tier_env_var(self.tier.name, "URL")
         return TierUnavailable(
             f"tier {self.tier.name} is not configured: set {setting}",
             tier=self.tier.name,
             state="unconfigured",
             missing_setting=setting,
+            headers=headers,
         )
 
     def _chat_request(self, payload: bytes, request_id: str | None) -> RawRequest:
         if self.tier.url is None:
-            raise self._unconfigured()
+            raise self.unconfigured()
         headers = self._json_post
         if request_id:
             headers = (*headers, ("x-request-id", request_id))

@@ -23,6 +23,7 @@ from gateway.clock import Clock, within
 from gateway.redact import Redactor
 from gateway.routing.tier_client import TierClient
 from gateway.settings import Settings
+from gateway.tierspec import tier_env_var
 from gateway.warmth.loops import run_keepwarm, run_recovery
 from gateway.warmth.redis_store import RedisStore, StoreHealth
 from gateway.warmth.store import MemoryStore, SqliteStore, WarmStore
@@ -222,7 +223,7 @@ class WarmthService:
             else:
                 row = {
                     "state": "unconfigured",
-                    "missing_setting": f"GATEWAY_TIER_{name.upper()}_URL",
+                    "missing_setting": tier_env_var(name, "URL"),
                 }
             row["kind"] = tier.kind
             row["model"] = tier.model

@@ -22,6 +22,7 @@ half-done by another worker.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -168,13 +169,20 @@ class SqliteStore:
         if self._conn is None:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS tier_warmth "
-                "(tier TEXT PRIMARY KEY, record BLOB NOT NULL)"
-            )
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Workers opening a fresh file at once each hold a shared lock and want an
+            # exclusive one to switch it to WAL: SQLite answers that deadlock with "database
+            # is locked" at once, never waiting busy_timeout (1 run in 10 of the race in
+            # tests/unit/test_warmstore.py). A lock beside the file makes the set-up one
+            # worker's at a time; it is held for milliseconds, once per worker.
+            with open(f"{self._path}.setup-lock", "a") as setup:
+                fcntl.flock(setup, fcntl.LOCK_EX)  # released when the file closes
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS tier_warmth "
+                    "(tier TEXT PRIMARY KEY, record BLOB NOT NULL)"
+                )
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn = conn
         return self._conn
 

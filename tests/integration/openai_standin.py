@@ -1,5 +1,15 @@
-"""A stand-in tier on loopback that answers as vLLM does, tool calls included, for the tests
-of real OpenAI clients against a real gateway process. Standard library only.
+"""A stand-in tier on loopback that answers as vLLM does, tool calls included, for every
+test that needs a real tier server (real OpenAI clients, a real gateway process, a tier
+killed and restarted). Standard library only.
+
+>>> with standin_tier(health=[503, 200], answer_delay_s=1.5) as tier:
+...     env = {"GATEWAY_TIER_DEV_URL": tier.url, "GATEWAY_TIER_DEV_KIND": "openai"}
+
+``GET /health`` answers ``server.health`` in turn (the last one repeats; 200 by default) and
+counts ``server.health_calls``. Each chat request's body is kept in ``server.seen`` and its
+headers in ``server.seen_headers``; ``server.answer_delay_s`` holds every answer that long
+(a tier busy generating). Leaving ``standin_tier`` stops it as a killed tier stops: its
+keep-alive connections are cut too, so nothing is answered after it.
 
 What it answers to ``POST /v1/chat/completions``, first match wins:
 
@@ -25,6 +35,7 @@ appends the message it got back sends all of them to the gateway on the next tur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -41,6 +52,10 @@ class StandIn(ThreadingHTTPServer):
     arguments: dict[str, Any]
     replies: list[tuple[int, dict[str, Any]]]
     seen: list[dict[str, Any]]
+    seen_headers: list[dict[str, str]]
+    health: list[int]  # statuses /health answers in turn; the last one repeats
+    health_calls: int = 0
+    answer_delay_s: float = 0.0
     fault: str | None = None
     delay_s: float = 0.0
     pieces: int = 4  # content is streamed in this many pieces
@@ -48,10 +63,43 @@ class StandIn(ThreadingHTTPServer):
     hold: threading.Event | None = None  # set by the test: send the rest
     hangups: int = 0
 
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, _Handler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        self._arrived = threading.Condition()
+
+    def wait_seen(self, count: int, timeout_s: float = 30.0) -> None:
+        """Block until ``count`` chat requests have arrived (``timeout_s`` only bounds a
+        failing test)."""
+        with self._arrived:
+            arrived = self._arrived.wait_for(lambda: len(self.seen) >= count, timeout_s)
+        assert arrived, f"{len(self.seen)} of {count} requests reached the tier"
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def stop(self) -> None:
+        """Stop listening and cut every open connection, as a killed server's are."""
+        self.shutdown()
+        self.server_close()
+        with self._open_lock:
+            still_open = list(self._open)
+        for conn in still_open:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
 
 def message(content: str | None, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -114,12 +162,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        self._send(200 if self.path == "/health" else 404, b"{}")
+        if self.path != "/health":
+            self._send(404, b"{}")
+            return
+        self.server.health_calls += 1
+        codes = self.server.health
+        self._send(codes.pop(0) if len(codes) > 1 else codes[0], b"{}")
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
-        self.server.seen.append(body)
+        self.server.seen_headers.append(dict(self.headers))
+        with self.server._arrived:
+            self.server.seen.append(body)
+            self.server._arrived.notify_all()
+        time.sleep(self.server.answer_delay_s)
         status, reply = answer(self.server, body)
         if status != 200 or not body.get("stream"):
             self._send(status, json.dumps(reply).encode())
@@ -196,15 +253,21 @@ def split(text: str, pieces: int) -> list[str]:
 
 
 @contextmanager
-def standin_tier() -> Iterator[StandIn]:
-    server = StandIn(("127.0.0.1", 0), _Handler)
+def standin_tier(
+    *, answer_delay_s: float = 0.0, health: list[int] | None = None, port: int = 0
+) -> Iterator[StandIn]:
+    """``port``: 0 for any free one; the port a stopped stand-in had, to restart "the same"
+    tier."""
+    server = StandIn(("127.0.0.1", port))
     server.arguments = {"name": "Ada", "age": 36}
     server.replies = []
     server.seen = []
+    server.seen_headers = []
+    server.health = list(health or [200])
+    server.answer_delay_s = answer_delay_s
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield server
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()

@@ -9,7 +9,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,13 +18,14 @@ import pytest
 import respx
 import uvicorn
 from litestar import Litestar, get
-from litestar.config.cors import CORSConfig
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.settings import Settings, load_settings
+from gateway.settings import DEFAULT_CONFIG, Settings, load_settings
 from tests.conftest import BASE_ENV, DEV_URL, PERSON_SCHEMA, completion, problem_of
+from tests.integration.openai_standin import standin_tier
 from tests.integration.test_cold_start import metric
+from tests.integration.test_keys import Keys, bearer
 
 PROBLEM = "application/problem+json"
 CHAT = "/v1/chat/completions"
@@ -159,45 +161,73 @@ def test_openapi_lists_both_completion_operations_with_their_request_schemas(
 
 
 def test_allowed_hosts_apply_to_the_completion_routes(
-    settings: Settings, router: respx.MockRouter
+    make_settings: Callable[..., Settings], router: respx.MockRouter
 ) -> None:
     router.post(DEV_URL + CHAT).respond(200, json=completion())
-    app = create_app(
-        settings,
-        transport=httpx.MockTransport(router.async_handler),
-        allowed_hosts=["gateway.test"],
-    )
+    settings = make_settings(GATEWAY_ALLOWED_HOSTS="gateway.test")
+    app = create_app(settings, transport=httpx.MockTransport(router.async_handler))
     with TestClient(app, base_url="http://gateway.test") as client:
         for path, sent in bodies().items():
             assert client.post(path, json=sent).status_code == 200
             refused = client.post(path, json=sent, headers={"Host": "evil.test"})
             assert refused.status_code == 400, refused.text
             assert len(refused.headers["x-request-id"]) == 32  # still the edge's
+        assert client.get("/health", headers={"Host": "evil.test"}).status_code == 400
     assert router.calls.call_count - 1 == 2  # the health probe, then the two allowed calls
 
 
+def preflighted(
+    client: TestClient[Any], path: str, origin: str, asks: str = "authorization, content-type"
+) -> httpx.Response:
+    """A browser's CORS preflight for a POST to ``path`` from ``origin`` that will send the
+    headers ``asks``."""
+    headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": asks,
+    }
+    return client.options(path, headers=headers)
+
+
 def test_cors_applies_to_the_completion_routes(
-    settings: Settings, router: respx.MockRouter
+    make_settings: Callable[..., Settings], router: respx.MockRouter
 ) -> None:
     router.post(DEV_URL + CHAT).respond(200, json=completion())
     origin = "https://app.example"
-    app = create_app(
-        settings,
-        transport=httpx.MockTransport(router.async_handler),
-        cors_config=CORSConfig(allow_origins=[origin]),
-    )
+    settings = make_settings(GATEWAY_CORS_ALLOW_ORIGINS=origin)
+    app = create_app(settings, transport=httpx.MockTransport(router.async_handler))
     with TestClient(app) as client:
         for path, sent in bodies().items():
-            preflight = client.options(
-                path, headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
-            )
-            assert preflight.status_code in (200, 204), preflight.text
+            preflight = preflighted(client, path, origin, "authorization, x-model-tier")
+            assert preflight.status_code == 204, preflight.text
             assert preflight.headers["access-control-allow-origin"] == origin
+            allowed = preflight.headers["access-control-allow-headers"].lower()
+            assert {"authorization", "x-model-tier"} <= set(allowed.replace(" ", "").split(","))
             served = client.post(path, json=sent, headers={"Origin": origin})
             assert served.status_code == 200
             assert served.headers["access-control-allow-origin"] == origin
+            # a page's script may read which tier answered
+            assert "x-model-tier-served" in served.headers["access-control-expose-headers"]
             foreign = client.post(path, json=sent, headers={"Origin": "https://evil.example"})
             assert "access-control-allow-origin" not in foreign.headers
+            refused = preflighted(client, path, "https://evil.example")
+            assert refused.status_code == 400
+            assert "access-control-allow-origin" not in refused.headers
+
+
+def test_by_default_any_host_is_answered_and_no_cors_header_is_sent(
+    client: TestClient[Any], router: respx.MockRouter
+) -> None:
+    """The zero-config run (the shipped gateway.toml, no GATEWAY_* for hosts or origins)."""
+    router.post(DEV_URL + CHAT).respond(200, json=completion())
+    assert load_settings(environ={}).server.allowed_hosts == ()
+    assert not load_settings(environ={}).server.cors.enabled
+    for path, sent in bodies().items():
+        served = client.post(
+            path, json=sent, headers={"Host": "anything.test", "Origin": "https://app.example"}
+        )
+        assert served.status_code == 200, served.text
+        assert not any(h.startswith("access-control-") for h in served.headers)
 
 
 def test_warmup_is_logged_and_counted(
@@ -340,3 +370,70 @@ async def test_a_client_that_hangs_up_mid_body_is_logged_without_a_traceback(
     assert line.__dict__["status"] == 499
     assert not silent_tier.posted.is_set()
     assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_hosts_and_origins_from_the_config_file_apply_to_a_served_gateway(
+    tmp_path: Path,
+) -> None:
+    """The whole way: `[server]` in a gateway.toml, loaded, served by uvicorn on a socket,
+    a real tier behind it."""
+    shipped = DEFAULT_CONFIG.read_text()
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        shipped.replace(
+            "allowed_hosts = []", 'allowed_hosts = ["gateway.test", "*.gateway.test"]'
+        ).replace("allow_origins = []", 'allow_origins = ["https://app.example"]')
+    )
+    (tmp_path / "tiers.toml").write_text((DEFAULT_CONFIG.parent / "tiers.toml").read_text())
+    origin = "https://app.example"
+    with standin_tier() as tier:
+        env = {"GATEWAY_TIER_DEV_URL": f"http://127.0.0.1:{tier.server_address[1]}"}
+        settings = load_settings(config, environ={**env, "GATEWAY_TIER_DEV_KIND": "openai"})
+        assert settings.server.allowed_hosts == ("gateway.test", "*.gateway.test")
+        async with served(create_app(settings)) as port, httpx.AsyncClient() as client:
+            base = f"http://127.0.0.1:{port}"
+            for path, sent in bodies().items():
+                for host in ("gateway.test", "eu.gateway.test"):
+                    answer = await client.post(base + path, json=sent, headers={"Host": host})
+                    assert answer.status_code == 200, answer.text
+                refused = await client.post(base + path, json=sent, headers={"Host": "evil.test"})
+                assert refused.status_code == 400, refused.text
+                preflight = await client.options(
+                    base + path,
+                    headers={
+                        "Host": "gateway.test",
+                        "Origin": origin,
+                        "Access-Control-Request-Method": "POST",
+                        "Access-Control-Request-Headers": "content-type, authorization",
+                    },
+                )
+                assert preflight.status_code == 204, preflight.text
+                assert preflight.headers["access-control-allow-origin"] == origin
+                assert preflight.headers["access-control-max-age"] == "600"
+    assert len(tier.seen) == 4  # the refused requests never reached the tier
+
+
+def test_with_keys_on_a_preflight_needs_no_key_and_a_refusal_is_readable(
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], TestClient[Any]],
+    router: respx.MockRouter,
+    tmp_path: Path,
+) -> None:
+    """Browsers send no Authorization on a preflight: it is answered before the key check.
+    The request itself still needs its key, and its 401 carries the CORS headers, so the
+    page's script reads why it was refused."""
+    router.post(DEV_URL + CHAT).respond(200, json=completion())
+    keys = Keys(tmp_path / "keys.json")
+    origin = "https://app.example"
+    client = make_client(
+        make_settings(GATEWAY_KEYS_FILE=str(keys.path), GATEWAY_CORS_ALLOW_ORIGINS=origin)
+    )
+    for path, sent in bodies().items():
+        preflight = preflighted(client, path, origin)
+        assert preflight.status_code == 204, preflight.text
+        refused = client.post(path, json=sent, headers={"Origin": origin})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == origin
+        served = client.post(path, json=sent, headers={"Origin": origin, **bearer(keys.both)})
+        assert served.status_code == 200, served.text
+        assert served.headers["access-control-allow-origin"] == origin

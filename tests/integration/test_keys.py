@@ -11,13 +11,16 @@ from typing import Any
 
 import openai
 import pytest
+import redis
 import respx
 from litestar.testing import TestClient
 
 from gateway.access.keys import KeyRecord, add_key, hash_key, new_key
+from gateway.access.quotas import FLUSH_EVERY_S
 from gateway.ops.cli import main
 from gateway.settings import Settings
 from tests.conftest import DEV_URL, MODAL_KEY, MODAL_SECRET, PROD_URL, completion, warm_prod
+from tests.redis_server import RedisServer
 
 CHAT = "/v1/chat/completions"
 
@@ -273,3 +276,47 @@ def test_no_tier_credential_in_any_output(
     text = session.responses + logged(caplog)
     for sentinel in (MODAL_KEY, MODAL_SECRET):
         assert sentinel not in text
+
+
+def test_with_limits_in_redis_tokens_reach_the_store_by_the_flusher_and_at_shutdown(
+    make_client: Callable[[Settings], TestClient[Any]],
+    make_settings: Callable[..., Settings],
+    keys: Keys,
+    router: respx.MockRouter,
+    redis_server: RedisServer,
+) -> None:
+    limited = keys.add("metered", ("dev",), tpm=10_000)
+    router.post(DEV_URL + CHAT).respond(200, json=completion())  # 21 tokens an answer
+    settings = make_settings(
+        GATEWAY_KEYS_FILE=str(keys.path),
+        GATEWAY_LIMITS_STORE=redis_server.url,
+    )
+    client = make_client(settings)
+    store = redis.Redis.from_url(redis_server.url)
+
+    def tokens_in_store() -> int:
+        found = store.keys(f"{settings.state_prefix}:limits*gateway-tpm*")
+        return sum(int(store.get(k) or 0) for k in found)
+
+    def ask() -> Any:
+        return client.post(
+            CHAT,
+            headers=bearer(limited),
+            json={"model": "dev", "messages": [{"role": "user", "content": "hi"}]},
+        )
+
+    try:
+        assert ask().status_code == 200
+        deadline = time.monotonic() + 10 * FLUSH_EVERY_S
+        while tokens_in_store() != 21:  # the app's flusher, every FLUSH_EVERY_S
+            assert time.monotonic() < deadline, "held tokens never reached Redis"
+            time.sleep(FLUSH_EVERY_S / 5)
+        client.app.state.gate.flush_every_s = 3600.0  # from the next wake-up on
+        time.sleep(3 * FLUSH_EVERY_S)  # the flusher's wait now ends in an hour
+        assert ask().headers["x-ratelimit-remaining-tokens"] == str(10_000 - 21)
+        time.sleep(2 * FLUSH_EVERY_S)
+        assert tokens_in_store() == 21  # held
+        client.__exit__(None, None, None)  # shutdown: the lifespan flushes what is held
+        assert tokens_in_store() == 42
+    finally:
+        store.close()

@@ -54,6 +54,7 @@ def gateway(standin: StandIn) -> Iterator[str]:
 @pytest.fixture
 def tier(standin: StandIn) -> StandIn:
     standin.seen.clear()
+    standin.seen_headers.clear()
     standin.replies.clear()
     standin.arguments = {"name": "Ada", "age": 36}
     standin.fault, standin.hold, standin.hangups = None, None, 0

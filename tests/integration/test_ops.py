@@ -90,3 +90,18 @@ def test_an_invalid_schema_is_a_400_naming_its_path(
     assert problem["type"].endswith("/schema-invalid")
     assert problem["errors"][0]["path"].startswith("$.properties.a")
     assert router.calls.call_count == before
+
+
+@pytest.mark.uncalled_routes  # the dev tier is not configured either: no start-up probe
+def test_an_unconfigured_tier_names_the_variable_that_configures_it(make_client: Any) -> None:
+    # The name is spelled out here, as users read it in docs/configuration.md: every place
+    # that tells them (the refusal, /status) must name the variable the settings read.
+    client = make_client(load_settings(environ={"GATEWAY_LOCAL_TIER": "off"}))
+    body = {"prompt": "Invent a person.", "schema": {"type": "object"}}
+    refused = client.post("/generate", json=body, headers={"X-Model-Tier": "prod"})
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["missing_setting"] == "GATEWAY_TIER_PROD_URL"
+    assert "GATEWAY_TIER_PROD_URL" in refused.json()["detail"]
+    status = client.get("/status").json()
+    assert status["prod"]["missing_setting"] == "GATEWAY_TIER_PROD_URL"
+    assert status["dev"]["missing_setting"] == "GATEWAY_TIER_DEV_URL"

@@ -21,7 +21,7 @@ import pytest
 from gateway.ops.bench import start_gateway, stop_gateway
 from gateway.testing.embedded import EmbeddedTier
 from tests.conftest import PERSON_SCHEMA, completion
-from tests.integration.upstream_stub import stub_upstream
+from tests.integration.openai_standin import standin_tier
 
 pytest_plugins = ["pytester"]
 
@@ -224,14 +224,14 @@ def test_replay_of_an_unrecorded_request_names_the_missing_cassette(
 @pytest.fixture
 def modal_like_tier(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A loopback tier the gateway treats as a Modal tier, so proxy-auth headers are sent."""
-    with stub_upstream() as upstream:
+    with standin_tier() as upstream:
         url = f"http://127.0.0.1:{upstream.server_address[1]}"
         monkeypatch.setenv("GATEWAY_TIER_DEV_URL", url)
         monkeypatch.setenv("GATEWAY_TIER_DEV_KIND", "modal")
         monkeypatch.setenv("GATEWAY_MODAL_KEY", MODAL_KEY)
         monkeypatch.setenv("GATEWAY_MODAL_SECRET", MODAL_SECRET)
         yield url
-        assert all(seen["headers"].get("Modal-Key") == MODAL_KEY for seen in upstream.seen)
+        assert all(sent.get("Modal-Key") == MODAL_KEY for sent in upstream.seen_headers)
 
 
 def test_recorded_cassettes_hold_no_secret(project: pytest.Pytester, modal_like_tier: str) -> None:
@@ -452,7 +452,7 @@ def test_recording_starts_no_embedded_tier_when_no_request_needs_it(
     """Record mode with the embedded tier serving dev (no URL for it): a test answered by
     its cassette, and one that calls only prod, never start it."""
     project.makepyfile(test_user=FROM_CASSETTE_TEST)
-    with stub_upstream() as upstream:
+    with standin_tier() as upstream:
         stub = f"http://127.0.0.1:{upstream.server_address[1]}"
         # dev's cassette, recorded from a stand-in at a set URL (the request is the same)
         first = run(project, project.path / "first", "--fixtures-mode=record",

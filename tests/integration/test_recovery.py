@@ -2,12 +2,14 @@
 again within the backoff, and a scale-to-zero tier is tried by one request at a time.
 
 The backoffs are shortened in a config file (as an operator may); the behaviour is the one
-unit-tested on a ManualClock in tests/unit/test_recovery.py, here with real sockets."""
+unit-tested on a ManualClock in tests/unit/test_recovery.py, here with real sockets (and,
+where the tier is mocked at the transport, on the app's injected clock)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,10 @@ from litestar.testing import TestClient
 
 import gateway
 from gateway.app import create_app
+from gateway.clock import ManualClock
 from gateway.settings import Settings, load_settings
 from tests.conftest import BASE_ENV, DEV_URL, PERSON_SCHEMA, completion
-from tests.integration.upstream_stub import stub_upstream
+from tests.integration.openai_standin import standin_tier
 
 CONFIG = Path(gateway.__file__).resolve().parent.parent / "config"
 BODY = {"prompt": "Invent a person.", "schema": PERSON_SCHEMA}
@@ -61,7 +64,7 @@ def test_a_killed_tier_restarted_10_s_later_serves_again_within_the_backoff(
 ) -> None:
     """Scaled down from the issue's 10 s restart: killed, back 1 s later, backoff 0.5 s
     doubling to 1 s; a probe (free on an `openai` tier) finds it, no request needed."""
-    with stub_upstream() as tier:
+    with standin_tier() as tier:
         port = tier.server_address[1]
         settings = load_settings(
             config_file(tmp_path, "openai", 0.5, 1.0),
@@ -93,7 +96,7 @@ def test_a_killed_tier_restarted_10_s_later_serves_again_within_the_backoff(
         assert status["down_since"] and status["next_trial"]
 
         time.sleep(1.0)  # down for a second more: a trial or two fail meanwhile
-        with stub_upstream(port=port) as restarted:
+        with standin_tier(port=port) as restarted:
             # Within the cap (1 s) and the loop's tick (1 s); bounded loosely here (a shared
             # machine), exactly on a ManualClock in tests/unit/test_recovery.py.
             wait_for(lambda: client.get("/status").json()["dev"]["state"] == "warm", 10)
@@ -114,12 +117,15 @@ def modal_dev(tmp_path: Path) -> Settings:
 def test_a_down_scale_to_zero_tier_is_tried_by_one_request_after_the_backoff(
     modal_dev: Settings,
 ) -> None:
-    """No probe wakes its GPU: the first request after the backoff is the trial."""
+    """No probe wakes its GPU: the first request after the backoff is the trial. Only the
+    tier is mocked here, so time is the app's injected clock, moved by the test."""
+    # The /health route is there to show that nothing calls it.
     router = respx.MockRouter(assert_all_called=False)
     health = router.get(DEV_URL + "/health").respond(200)
     chat = router.post(DEV_URL + "/v1/chat/completions")
     chat.side_effect = [httpx.Response(500)] * 4 + [httpx.Response(200, json=completion())] * 2
-    app = create_app(modal_dev, transport=httpx.MockTransport(router.async_handler))
+    clock = ManualClock(datetime(2026, 11, 30, 9, 0, tzinfo=UTC))
+    app = create_app(modal_dev, transport=httpx.MockTransport(router.async_handler), clock=clock)
     with TestClient(app, raise_server_exceptions=False) as client:
         statuses = [client.post("/generate", json=BODY, headers=DENY).status_code for _ in range(3)]
         assert statuses == [502, 502, 502]  # the tier's 500s: now down
@@ -129,14 +135,17 @@ def test_a_down_scale_to_zero_tier_is_tried_by_one_request_after_the_backoff(
         assert refused.headers["retry-after"] in ("1", "2")  # the next trial, 1.5 s away
         assert chat.call_count == 3  # refused without calling the tier
 
-        time.sleep(1.6)  # the first backoff (1.5 s) ran out: the next request is the trial
+        client.blocking_portal.call(clock.advance, 1.4)
+        assert client.post("/generate", json=BODY, headers=DENY).status_code == 503
+        assert chat.call_count == 3  # 0.1 s before the trial is due: still refused
+        client.blocking_portal.call(clock.advance, 0.1)  # due: the next request is the trial
         trial = client.post("/generate", json=BODY, headers=DENY)
         assert trial.status_code == 502  # it failed: down again, for twice as long
         assert chat.call_count == 4
         assert client.post("/generate", json=BODY, headers=DENY).status_code == 503
         assert client.get("/status").json()["dev"]["trials"] == 1
 
-        time.sleep(3.1)
+        client.blocking_portal.call(clock.advance, 3.0)  # the doubled backoff ran out
         assert client.post("/generate", json=BODY, headers=DENY).status_code == 200
         assert client.get("/status").json()["dev"]["state"] == "warm"
         assert client.post("/generate", json=BODY, headers=DENY).status_code == 200

@@ -18,11 +18,11 @@ import pytest
 from gateway.ops.serving import free_port
 from tests.conftest import PERSON_SCHEMA
 from tests.integration.gateway_process import gateway_process
-from tests.integration.upstream_stub import stub_upstream
+from tests.integration.openai_standin import standin_tier
 
 
 def test_serve_prints_where_it_listens_and_what_tiers_point_at() -> None:
-    with stub_upstream() as upstream:
+    with standin_tier() as upstream:
         dev_url = f"http://127.0.0.1:{upstream.server_address[1]}"
         env = {"GATEWAY_TIER_DEV_URL": dev_url, "GATEWAY_TIER_DEV_KIND": "openai"}
         with gateway_process(env) as (proc, url):
@@ -37,7 +37,7 @@ def test_serve_prints_where_it_listens_and_what_tiers_point_at() -> None:
 
 
 def test_sigterm_drains_in_flight_requests_then_exits_0() -> None:
-    with stub_upstream(delay_s=1.5) as upstream:
+    with standin_tier(answer_delay_s=1.5) as upstream:
         env = {
             "GATEWAY_TIER_DEV_URL": f"http://127.0.0.1:{upstream.server_address[1]}",
             "GATEWAY_TIER_DEV_KIND": "openai",
@@ -52,8 +52,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_0() -> None:
 
             caller = threading.Thread(target=call)
             caller.start()
-            while not upstream.seen:  # the request is in flight at the tier
-                time.sleep(0.02)
+            upstream.wait_seen(1)  # the request is in flight at the tier
             proc.send_signal(signal.SIGTERM)
             caller.join(timeout=30)
             assert proc.wait(timeout=30) == 0
@@ -85,7 +84,7 @@ def _warmup_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_warmup_wait_shows_progress_and_exits_0_once_warm() -> None:
     # prod as a scale-to-zero Modal tier: presumed cold, so only the warm-up probes it.
-    with stub_upstream(health=[503, 503, 200]) as prod:
+    with standin_tier(health=[503, 503, 200]) as prod:
         env = {"GATEWAY_TIER_PROD_URL": f"http://127.0.0.1:{prod.server_address[1]}"}
         with gateway_process(env) as (_, url):
             assert httpx.get(url + "/status").json()["prod"]["state"] == "cold"
@@ -106,7 +105,7 @@ def test_warmup_wait_shows_progress_and_exits_0_once_warm() -> None:
 
 
 def test_warmup_wait_exits_non_zero_at_its_deadline() -> None:
-    with stub_upstream(health=[503]) as prod:
+    with standin_tier(health=[503]) as prod:
         env = {"GATEWAY_TIER_PROD_URL": f"http://127.0.0.1:{prod.server_address[1]}"}
         with gateway_process(env) as (_, url):
             done = _warmup_cli(url, "--wait", "--timeout", "3")
@@ -117,7 +116,7 @@ def test_warmup_wait_exits_non_zero_at_its_deadline() -> None:
 def test_workers_share_one_truth_about_warmth() -> None:
     """Two workers: a warm-up through one is seen by the other, and runs once."""
     # Booting for three probes (1 + 2 + 4 s of backoff): time for triggers on both workers.
-    with stub_upstream(health=[503, 503, 503, 200]) as prod:
+    with standin_tier(health=[503, 503, 503, 200]) as prod:
         env = {"GATEWAY_TIER_PROD_URL": f"http://127.0.0.1:{prod.server_address[1]}"}
         with gateway_process(env, "--workers", "2") as (_, url):
 
@@ -156,7 +155,7 @@ def test_the_serve_supervisor_imports_no_app() -> None:
 def test_workers_stop_when_their_supervisor_is_killed_hard() -> None:
     """SIGKILL gives `gateway serve` no chance to stop its workers: they notice and drain,
     instead of serving the port on as orphans and blocking the next start."""
-    with stub_upstream() as dev:
+    with standin_tier() as dev:
         env = {
             "GATEWAY_TIER_DEV_URL": f"http://127.0.0.1:{dev.server_address[1]}",
             "GATEWAY_TIER_DEV_KIND": "openai",
@@ -186,7 +185,7 @@ def test_drain_refuses_new_requests_while_in_flight_ones_finish(workers: str) ->
     """SIGTERM to `gateway serve` (as an orchestrator sends it): requests in flight in every
     worker finish with their answers; a request arriving meanwhile is refused (a client or
     balancer retries elsewhere), never accepted and then reset."""
-    with stub_upstream(delay_s=4.0) as upstream:
+    with standin_tier(answer_delay_s=4.0) as upstream:
         env = {
             "GATEWAY_TIER_DEV_URL": f"http://127.0.0.1:{upstream.server_address[1]}",
             "GATEWAY_TIER_DEV_KIND": "openai",
@@ -202,10 +201,7 @@ def test_drain_refuses_new_requests_while_in_flight_ones_finish(workers: str) ->
 
             with ThreadPoolExecutor(max_workers=6) as pool:
                 calls = [pool.submit(in_flight, i) for i in range(6)]
-                deadline = time.monotonic() + 20
-                while len(upstream.seen) < 6:  # all six are at the tier
-                    assert time.monotonic() < deadline, "the requests never reached the tier"
-                    time.sleep(0.02)
+                upstream.wait_seen(6)  # all six are at the tier
                 proc.send_signal(signal.SIGTERM)
                 time.sleep(1.0)  # the supervisor has passed SIGTERM on to its workers
                 refused = reset = answered = 0

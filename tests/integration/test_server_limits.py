@@ -28,8 +28,8 @@ from gateway.ops.front_proxy import render_nginx
 from gateway.ops.serving import free_port
 from gateway.settings import DEFAULT_CONFIG, load_settings
 from tests.conftest import PERSON_SCHEMA
+from tests.integration.openai_standin import standin_tier
 from tests.integration.test_serve import gateway_process
-from tests.integration.upstream_stub import stub_upstream
 
 HEADER_S = 2.0
 BODY_S = 2.0
@@ -60,7 +60,7 @@ def limited_config(tmp_path: Path) -> Path:
 @contextmanager
 def limited_gateway(tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
     config = limited_config(tmp_path)
-    with stub_upstream() as dev:
+    with standin_tier() as dev:
         env = {
             "GATEWAY_CONFIG": str(config),
             "GATEWAY_TIER_DEV_URL": f"http://127.0.0.1:{dev.server_address[1]}",

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from gateway.ops.bench import load_suite, render_table
-from tests.integration.upstream_stub import stub_upstream
+from tests.integration.openai_standin import standin_tier
 
 TABLE_HEAD = (
     "| tier | tasks | valid | p50 s | p95 s | fallbacks | tok/s | cold start s | warm check s |"
@@ -73,7 +73,7 @@ def test_validity_comes_from_the_outputs_not_the_status(tmp_path: Path) -> None:
             {"id": "answer", "prompt": "2+2?", "schema": {"required": ["answer"]}},
         ],
     )
-    with stub_upstream() as upstream:
+    with standin_tier() as upstream:
         url = f"http://127.0.0.1:{upstream.server_address[1]}"
         env = {"GATEWAY_TIER_DEV_URL": url, "GATEWAY_TIER_DEV_KIND": "openai"}
         result = bench(tmp_path, "--suite", str(suite), env=env, timeout=120)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgspec
 
 from gateway.ops.front_proxy import render_nginx
-from gateway.settings import ServerLimits, load_settings
+from gateway.settings import ServerSettings, load_settings
 
 
 def test_the_nginx_configuration_carries_the_configured_limits() -> None:
     settings = load_settings(environ={})
-    limits = ServerLimits(header_timeout_s=2.5, body_timeout_s=7.0, max_header_bytes=4096)
+    limits = ServerSettings(header_timeout_s=2.5, body_timeout_s=7.0, max_header_bytes=4096)
     settings = msgspec.structs.replace(settings, server=limits)
     conf = render_nginx(settings, listen="127.0.0.1:8080", upstream="127.0.0.1:9000")
     assert "listen 127.0.0.1:8080;" in conf

@@ -64,6 +64,8 @@ def settings() -> Settings:
 
 @pytest.fixture
 def tiers() -> respx.MockRouter:
+    # Both tiers answer in every test, because most of them show that one is never called
+    # (each asserts the calls it expects): an unused route is the point, not a mistake.
     router = respx.MockRouter(assert_all_called=False)
     router.post(DEV_URL + "/v1/chat/completions", name="dev").respond(json=completion())
     router.post(PROD_URL + "/v1/chat/completions", name="prod").respond(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.access.keys import (
     KeyRecord,
@@ -19,10 +20,10 @@ from gateway.access.keys import (
     new_key,
     revoke_key,
 )
-from gateway.access.quotas import Quotas, reset_text
-from gateway.access.spend import cost_usd, gpu_seconds
+from gateway.access.quotas import Quotas, SweptMemoryStorage, reset_text
+from gateway.access.spend import KeySpend, cost_usd, gpu_seconds
 from gateway.errors import RateLimited, Unauthenticated
-from gateway.http.auth import MAX_AUTHORIZATION_BYTES, key_from_header
+from gateway.http.auth import MAX_AUTHORIZATION_BYTES, Gate, grant_of, key_from_header
 from gateway.ops.cli import main
 from gateway.settings import Settings, SettingsError, load_settings
 
@@ -174,7 +175,7 @@ async def test_tokens_are_charged_after_the_answer_and_refuse_the_next_request(
     quotas = new_quotas()
     record = key(tpm=100)
     await quotas.admit(record)
-    await quotas.charge(record, tokens=150, gpu_s=0.0)  # more than was left: the window fills
+    quotas.charge(record, tokens=150, gpu_s=0.0)  # more than was left: the window fills
     with pytest.raises(RateLimited, match="tokens per minute"):
         await quotas.admit(record)
 
@@ -184,12 +185,38 @@ async def test_gpu_seconds_per_day(new_quotas: Any) -> None:
     record = key(gpu_seconds_per_day=2)
     headers = dict(await quotas.admit(record))
     assert headers[b"x-ratelimit-remaining-gpu-seconds"] == b"2"
-    await quotas.charge(record, tokens=0, gpu_s=1.5)
+    quotas.charge(record, tokens=0, gpu_s=1.5)
     await quotas.admit(record)  # 0.5 s left: served
-    await quotas.charge(record, tokens=0, gpu_s=0.6)
+    quotas.charge(record, tokens=0, gpu_s=0.6)
     with pytest.raises(RateLimited, match="GPU-seconds per day") as info:
         await quotas.admit(record)
     assert int(info.value.headers["Retry-After"]) <= 24 * 3600
+
+
+async def test_charges_count_here_at_once_and_in_the_store_at_the_flush(
+    new_quotas: Any,
+) -> None:
+    quotas = new_quotas()
+    record = key(tpm=1000)
+    for _ in range(3):
+        quotas.charge(record, tokens=100, gpu_s=0.0)
+    headers = dict(await quotas.admit(record))
+    assert headers[b"x-ratelimit-remaining-tokens"] == b"700"
+    [window] = quotas._windows.values()
+
+    async def in_store() -> int:
+        count = quotas.storage.get(window.store_key)
+        return int(await count if not quotas.in_memory else count)
+
+    assert await in_store() == 0  # held
+    await quotas.flush()
+    assert await in_store() == 300  # one incr for the three answers
+    quotas.charge(record, tokens=50, gpu_s=0.0)
+    await quotas.flush()
+    assert await in_store() == 350
+    headers = dict(await quotas.admit(record))
+    assert headers[b"x-ratelimit-remaining-tokens"] == b"650"
+    assert headers[b"x-ratelimit-reset-tokens"] in (b"59s", b"1m0s")
 
 
 async def test_keys_count_apart(new_quotas: Any) -> None:
@@ -279,6 +306,76 @@ async def test_the_memory_store_starts_no_thread_per_write_and_sweeps_when_asked
     assert "past-window" in quotas.storage.storage  # kept until a read or a sweep
     quotas.sweep()
     assert "past-window" not in quotas.storage.storage
+
+
+async def test_the_memory_store_counts_through_the_librarys_methods_wrapped_once() -> None:
+    from limits.storage import MemoryStorage
+
+    # limits wraps a subclass's inherited methods again; the swept store takes them back
+    assert SweptMemoryStorage.incr is MemoryStorage.incr
+    assert SweptMemoryStorage.get is MemoryStorage.get
+    quotas = Quotas(None)
+    record = key(rpm=2)
+    await quotas.admit(record)
+    await quotas.admit(record)
+    with pytest.raises(RateLimited):
+        await quotas.admit(record)
+
+
+async def test_a_key_with_new_limits_counts_afresh_and_sweeps_drop_ended_windows() -> None:
+    quotas = Quotas(None)
+    await quotas.admit(key(rpm=1))
+    headers = dict(await quotas.admit(key(rpm=5)))  # the operator raised the limit
+    assert headers[b"x-ratelimit-limit-requests"] == b"5"
+    assert headers[b"x-ratelimit-remaining-requests"] == b"4"
+    assert headers[b"x-ratelimit-reset-requests"] in (b"59s", b"1m0s")
+    for window in quotas._windows.values():
+        window.ends = 0.0  # as if a minute went by
+    quotas.sweep()
+    assert quotas._windows == {}
+
+
+async def test_an_answer_noted_after_the_response_started_is_recorded_once(
+    tmp_path: Path,
+) -> None:
+    secret = new_key()
+    path = tmp_path / "keys.json"
+    add_key(path, KeyRecord(name="team-a", hash=hash_key(secret), tiers=("prod",), tpm=10**6))
+    gate = Gate(load_settings(environ={"GATEWAY_KEYS_FILE": str(path)}))
+    registry = CollectorRegistry()
+    gate.spend = KeySpend(registry, multiprocess=False)
+    gate.quotas = Quotas(None)
+
+    async def handler(scope: Any, receive: Any, send: Any) -> None:
+        grant = grant_of(scope)
+        assert grant is not None
+        grant.answered("prod", 1.6, 100)  # before the answer starts: in its headers
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        grant.answered("prod", 3.2, 50)  # a stream's usage, known at its end
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "path": "/v1/chat/completions",
+        "headers": [(b"authorization", b"Bearer " + secret.encode())],
+    }
+    await gate.middleware(handler)(scope, None, send)  # type: ignore[arg-type]
+    headers = dict(sent[0]["headers"])
+    prod = gate.settings.tiers["prod"]
+    assert headers[b"x-gpu-seconds"] == b"%.6f" % gpu_seconds(prod, 1.6)  # the first answer's
+    labels = {"key": "team-a", "tier": "prod"}
+    assert registry.get_sample_value("gateway_key_requests_total", labels) == 2
+    assert registry.get_sample_value("gateway_key_tokens_total", labels) == 150
+    assert gate.quotas._windows  # both answers' tokens are in the key's window
+    window = next(
+        w for (_, kind, _), w in gate.quotas._windows.items() if kind.label.startswith("tokens")
+    )
+    assert window.count == 150
 
 
 def test_the_redactor_removes_anything_shaped_as_a_client_key() -> None:

@@ -56,6 +56,15 @@ def test_embedded_tier_can_be_turned_off() -> None:
         ({"GATEWAY_MODAL_KEY": "wk-only"}, "GATEWAY_MODAL_SECRET"),
         ({"GATEWAY_LOCAL_TIER": "maybe"}, "GATEWAY_LOCAL_TIER"),
         ({"GATEWAY_CONFIG": "/nonexistent/gateway.toml"}, "GATEWAY_CONFIG"),
+        ({"GATEWAY_ALLOWED_HOSTS": "https://gateway.example"}, "GATEWAY_ALLOWED_HOSTS: .* URL"),
+        ({"GATEWAY_ALLOWED_HOSTS": "ok.example, bad host"}, "GATEWAY_ALLOWED_HOSTS: 'bad host'"),
+        ({"GATEWAY_CORS_ALLOW_ORIGINS": "app.example"}, "GATEWAY_CORS_ALLOW_ORIGINS: .* origin"),
+        # a trailing slash or the default port never matches what a browser sends
+        (
+            {"GATEWAY_CORS_ALLOW_ORIGINS": "https://app.example/"},
+            "sends it as 'https://app.example'",
+        ),
+        ({"GATEWAY_CORS_ALLOW_ORIGINS": "https://app.example:443"}, "'https://app.example'"),
     ],
 )
 def test_bad_environment_names_the_key(env: dict[str, str], names: str) -> None:
@@ -73,6 +82,10 @@ def test_bad_environment_names_the_key(env: dict[str, str], names: str) -> None:
         ('[tiers.dev]\ncolour = "red"\n', "colour"),
         ('[tiers.dev]\nkeep_warm = "Mon-Fri 8-19 Europe/Berlin"\n', "tiers.dev.keep_warm"),
         ("not toml =", "TOML"),
+        ('[server]\nallowed_hosts = ["gateway/x"]\n[tiers.dev]\n', "server.allowed_hosts"),
+        ('[server.cors]\nallow_origins = ["ftp://x"]\n[tiers.dev]\n', "server.cors.allow_origins"),
+        ('[server.cors]\nallow_headers = ["a b"]\n[tiers.dev]\n', "server.cors.allow_headers"),
+        ("[server.cors]\nmax_age_s = -1\n[tiers.dev]\n", "server.cors.max_age_s"),
     ],
 )
 def test_bad_file_names_the_key(tmp_path: Path, toml: str, names: str) -> None:
@@ -90,3 +103,22 @@ def test_secret_never_shows_itself() -> None:
         environ={"GATEWAY_MODAL_KEY": "wk-abc", "GATEWAY_MODAL_SECRET": "ws-xyz"}
     )
     assert "ws-xyz" not in repr(settings) and "wk-abc" not in repr(settings)
+
+
+def test_hosts_and_origins_default_to_off_and_come_from_the_environment() -> None:
+    server = load_settings(environ={}).server
+    assert server.allowed_hosts == () and not server.cors.enabled  # the zero-config run
+    server = load_settings(
+        environ={
+            "GATEWAY_ALLOWED_HOSTS": " Gateway.Example ,*.gw.example,gw.internal:8000,,[::1]:8000",
+            "GATEWAY_CORS_ALLOW_ORIGINS": "https://App.Example, http://localhost:5173",
+        }
+    ).server
+    assert server.allowed_hosts == (
+        "gateway.example",
+        "*.gw.example",
+        "gw.internal:8000",
+        "[::1]:8000",
+    )
+    assert server.cors.allow_origins == ("https://app.example", "http://localhost:5173")
+    assert "x-model-tier-served" in server.cors.expose_headers

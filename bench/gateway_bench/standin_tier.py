@@ -1,16 +1,23 @@
-"""A stand-in tier that fails a share of its answers in mixed ways, for ``fault_soak.py``.
+"""The benchmarks' stand-in tier: OpenAI-compatible enough for the gateway (``GET /health``,
+``POST /v1/chat/completions``), asyncio and standard library only, so one process holds tens
+of thousands of requests and starts in a fraction of a second after a ``kill -9``.
 
-OpenAI-compatible enough for the gateway (``GET /health``, ``POST /v1/chat/completions``);
-with probability ``--fault-rate`` a completion fails instead, one of these in turn at random:
+- Every completion is held ``--hold`` seconds (a tier generating), then answered with the
+  benchmarks' vLLM-shaped chat.completion (``payloads.py``): its ticket triage, or
+  ``--content``.
+- With probability ``--fault-rate`` a completion fails instead, one of these at random:
+  ``5xx`` (500 or 503 with a vLLM-shaped error body), ``reset`` (the connection is reset,
+  SO_LINGER 0, once the request is read), ``stall`` (nothing for ``--stall`` seconds, then
+  the connection closes), ``garbage`` (a 200 whose body is not JSON, or bytes that are not
+  HTTP at all).
+- ``GET /stats`` answers the most requests it held at one time and how many it served, so a
+  harness can check a hold really reached the concurrency it asked for.
 
-- ``5xx``: 500 or 503 with a vLLM-shaped error body
-- ``reset``: the connection is reset (SO_LINGER 0) once the request is read
-- ``stall``: nothing is sent for ``--stall`` seconds, then the connection closes
-- ``garbage``: a 200 whose body is not JSON, or bytes that are not HTTP at all
+It exits by itself after ``--lifetime`` seconds: it never outlives a forgotten run.
 
-Standard library only, so it starts in a fraction of a second after a ``kill -9``.
-
-    python bench/fault_soak_tier.py --port 9001 --fault-rate 0.1 --stall 30
+    python bench/gateway_bench/standin_tier.py --port 9001 --hold 5               # hold-10k
+    python bench/gateway_bench/standin_tier.py --port 9001 --fault-rate 0.1 \
+        --content '{"name": "Ada", "age": 36}'                                    # fault soak
 """
 
 from __future__ import annotations
@@ -22,29 +29,15 @@ import random
 import socket
 import struct
 
-CONTENT = '{"name": "Ada", "age": 36}'
+import payloads  # beside this file: a script's own folder is on sys.path
+
 FAULTS = ("5xx", "reset", "stall", "garbage")
 
 
-def _completion() -> bytes:
-    body = {
-        "id": "chatcmpl-soak",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "dev",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": CONTENT},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
-    }
-    return json.dumps(body).encode()
-
-
-OK_BODY = _completion()
+class Counter:
+    inflight = 0
+    peak = 0
+    served = 0
 
 
 def _response(body: bytes, status: str = "200 OK", ctype: str = "application/json") -> bytes:
@@ -81,10 +74,25 @@ async def _fail(kind: str, writer: asyncio.StreamWriter, rng: random.Random, sta
     return False
 
 
+async def _complete(writer: asyncio.StreamWriter, args: argparse.Namespace) -> bool:
+    """Answer one completion (or fail it); return whether the connection carries on."""
+    rng: random.Random = args.rng
+    if args.fault_rate and rng.random() < args.fault_rate:
+        return await _fail(rng.choice(FAULTS), writer, rng, args.stall)
+    Counter.inflight += 1
+    Counter.peak = max(Counter.peak, Counter.inflight)
+    try:
+        await asyncio.sleep(args.hold)
+    finally:
+        Counter.inflight -= 1
+    Counter.served += 1
+    writer.write(_response(args.body))
+    return True
+
+
 async def handle(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args: argparse.Namespace
 ) -> None:
-    rng: random.Random = args.rng
     try:
         while True:  # keep-alive: one request after another on this connection
             head = await reader.readuntil(b"\r\n\r\n")
@@ -98,16 +106,15 @@ async def handle(
             if length:
                 await reader.readexactly(length)
             if method == "POST" and path.endswith("/chat/completions"):
-                if rng.random() < args.fault_rate:
-                    if not await _fail(rng.choice(FAULTS), writer, rng, args.stall):
-                        return
-                else:
-                    await asyncio.sleep(args.latency)
-                    writer.write(_response(OK_BODY))
+                if not await _complete(writer, args):
+                    return
+            elif path == "/stats":
+                stats = {"peak_inflight": Counter.peak, "served": Counter.served}
+                writer.write(_response(json.dumps(stats).encode()))
             elif path == "/health":
                 writer.write(_response(b"{}"))
             else:
-                writer.write(_response(b"{}", "404 Not Found"))
+                writer.write(_response(b'{"error":"not found"}', "404 Not Found"))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError):
         pass
@@ -117,21 +124,27 @@ async def handle(
 
 async def main(args: argparse.Namespace) -> None:
     server = await asyncio.start_server(
-        lambda r, w: handle(r, w, args), "127.0.0.1", args.port, reuse_address=True
+        lambda r, w: handle(r, w, args),
+        "127.0.0.1",
+        args.port,
+        backlog=1024,  # a hold test opens thousands of connections at once
+        reuse_address=True,  # restarted on its port after a kill -9
     )
-    print(f"fault tier on 127.0.0.1:{args.port}", flush=True)
+    print(f"stand-in tier on 127.0.0.1:{args.port}", flush=True)
     async with server:
-        await asyncio.sleep(args.lifetime)  # a backstop: never outlives a forgotten soak
+        await asyncio.sleep(args.lifetime)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--fault-rate", type=float, default=0.1)
+    parser.add_argument("--hold", type=float, default=0.005, help="seconds per good answer")
+    parser.add_argument("--content", default=None, help="answer text (default: a triage)")
+    parser.add_argument("--fault-rate", type=float, default=0.0)
     parser.add_argument("--stall", type=float, default=30.0, help="seconds a stall holds")
-    parser.add_argument("--latency", type=float, default=0.005, help="seconds per good answer")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--lifetime", type=float, default=3600.0)
     arguments = parser.parse_args()
     arguments.rng = random.Random(arguments.seed)
+    arguments.body = payloads.chat_completion(arguments.content)
     asyncio.run(main(arguments))
