@@ -15,7 +15,6 @@ hosts and CORS (``[server]`` in the settings), the exception handlers
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -27,7 +26,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from gateway.access.shared_keys import KeyFollower, SharedKeys
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock, SystemClock, cancel_and_wait
 from gateway.http.auth import Gate
 from gateway.http.observability import Metrics, edge_middleware
 from gateway.http.problems import EXCEPTION_HANDLERS
@@ -154,9 +153,7 @@ def shared_keys_lifespan(
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)  # a cancel lost in a Redis call is sent again
             await shared.aclose()
 
     return follow

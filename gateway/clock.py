@@ -13,7 +13,7 @@ import itertools
 import time
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -122,3 +122,29 @@ async def within(clock: Clock, work: Awaitable[T], seconds: float) -> tuple[bool
     if task.cancelled() or not task.done():
         return False, None
     return True, task.result()
+
+
+# How long a cancelled task may run on before it is cancelled again: longer than the cleanup
+# a cancel starts (a warm-up releasing its lease: one store write, 0.25 s at most on Redis),
+# so a second cancel does not cut that short, and short enough not to hold a shutdown.
+RECANCEL_S = 1.0
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
+    """Cancel ``tasks`` and wait until each has ended, cancelling again while one runs on.
+
+    A single cancel can be lost: on Python 3.11, ``asyncio.wait_for`` (redis-py sends every
+    command inside one) returns the result instead of raising when the cancel lands in the
+    step its inner call finished, and a loop around that call goes on. A background loop
+    stopped with one cancel could then outlive its owner, renewing a lease or keeping
+    shutdown waiting for good (issue 17's stuck warm-up). Each task's own exception is
+    dropped: it was being stopped."""
+    pending = {task for task in tasks if task is not None}
+    while pending := {task for task in pending if not task.done()}:
+        for task in pending:
+            task.cancel()
+        # real time, not a Clock's: a lost cancel is retried whatever clock a test injects
+        await asyncio.wait(pending, timeout=RECANCEL_S)
+    for stopped in tasks:
+        if stopped is not None and not stopped.cancelled():
+            stopped.exception()  # retrieved, so asyncio does not log it as never retrieved

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.access.spend import spend_by_tier
+from gateway.clock import cancel_and_wait
 from gateway.http.observability import Metrics
 from gateway.redact import RedactingFilter, Redactor
 from gateway.routing.dispatch import Dispatcher
@@ -43,9 +43,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+            await cancel_and_wait(self._watchdog)
         await self.warmth.aclose()
         for client in self.clients.values():
             await client.aclose()

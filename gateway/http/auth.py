@@ -34,6 +34,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.access.keys import RELOAD_EVERY_S, Grant, KeyRecord, KeyStore
 from gateway.access.quotas import FLUSH_EVERY_S, SWEEP_EVERY_S, Quotas
 from gateway.access.spend import KeySpend, cost_usd, gpu_seconds
+from gateway.clock import cancel_and_wait
 from gateway.errors import Forbidden, GatewayError, Unauthenticated
 from gateway.http.observability import facts_in
 from gateway.settings import Settings
@@ -102,9 +103,7 @@ class Gate:
         try:
             yield
         finally:
-            reloader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reloader
+            await cancel_and_wait(reloader)
             stop.set()  # not cancelled: a flush cut short would lose its charges
             await flusher  # its last flush: the last answers' charges
             await self.quotas.aclose()

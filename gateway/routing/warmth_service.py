@@ -11,7 +11,6 @@ WarmthView(state='cold', usable=True, eta_s=424.0, ...)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.clock import Clock, within
+from gateway.clock import Clock, cancel_and_wait, within
 from gateway.redact import Redactor
 from gateway.routing.tier_client import TierClient
 from gateway.settings import Settings
@@ -123,14 +122,7 @@ class WarmthService:
         self._recovery = asyncio.create_task(run_recovery(self.tracker, free))
 
     async def aclose(self) -> None:
-        for wait in self._waits.values():
-            wait.cancel()
-        await asyncio.gather(*self._waits.values(), return_exceptions=True)
-        for task in (self._keepwarm, self._recovery):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(*self._waits.values(), self._keepwarm, self._recovery)
         await self.tracker.aclose()
         await self.store.aclose()
 

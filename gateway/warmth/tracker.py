@@ -64,7 +64,7 @@ from typing import TypeVar
 
 from msgspec.structs import replace
 
-from gateway.clock import Clock, SystemClock, within
+from gateway.clock import Clock, SystemClock, cancel_and_wait, within
 from gateway.errors import GatewayError
 from gateway.warmth.schedule import in_window, keepwarm_due, next_touch
 from gateway.warmth.store import (
@@ -280,10 +280,7 @@ class WarmthTracker:
     async def aclose(self) -> None:
         """Stop warm-ups (releasing their leases) and finish pending writes. The store is the
         caller's to close."""
-        tasks = list(self._warmups.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._warmups.values())
         await asyncio.gather(*list(self._writes), return_exceptions=True)
 
     def _warm_up_task(self, tier: str, probe: Probe) -> asyncio.Task[WarmthView]:
