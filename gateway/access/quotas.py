@@ -57,15 +57,14 @@ from typing import Any
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.storage import MemoryStorage, storage_from_string
 from redis.asyncio import ConnectionPool
-from redis.exceptions import RedisError
 
 from gateway.access.keys import KeyRecord
 from gateway.errors import RateLimited
 from gateway.settings import Secret
+from gateway.shared_redis import StoreFailure
 
 log = logging.getLogger("gateway.access.quotas")
 Headers = list[tuple[bytes, bytes]]
-STORE_FAILURES = (RedisError, OSError, TimeoutError)
 GPU_MS = 1000  # GPU time is counted in milliseconds: the library counts integers
 LIMITS_SCHEMES = {
     "redis": "redis",
@@ -250,7 +249,7 @@ class Quotas:
         else:
             try:
                 count = await self.storage.incr(window.store_key, window.expiry_s, amount=cost)
-            except STORE_FAILURES as exc:
+            except StoreFailure as exc:
                 # A down or swamped Redis must not take the gateway down with it: the request
                 # is admitted uncounted (fail open), the failure logged and counted.
                 self.errors += 1
@@ -264,7 +263,7 @@ class Quotas:
             else:
                 try:
                     window.ends = await self.storage.get_expiry(window.store_key)
-                except STORE_FAILURES:
+                except StoreFailure:
                     self.errors += 1
                     window.ends = now + window.expiry_s
             window.unsure = False

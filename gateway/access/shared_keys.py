@@ -37,15 +37,13 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 import msgspec
-from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, WatchError
-from redis.retry import Retry
+from redis.exceptions import WatchError
 
 from gateway.access.keys import KeyRecord, KeysFileError, KeyStore
 from gateway.clock import Clock, SystemClock
+from gateway.shared_redis import StoreFailure, bounded_redis
 
-__all__ = ["FOLLOW_EVERY_S", "KeyFollower", "SharedKeys", "StoreFailure"]
+__all__ = ["FOLLOW_EVERY_S", "KeyFollower", "SharedKeys"]
 log = logging.getLogger("gateway.access.shared_keys")
 
 # A revoked key stops working on every replica within this. The cost is one GET of a small
@@ -57,7 +55,6 @@ VERSION_BYTES = 8  # 64 random bits: two changes never share a token
 # Two operators creating keys at once conflict once; 16 conflicts in a row is a loop.
 MAX_WATCH_RETRIES = 16
 # What a failed Redis call may raise: its own errors, OSError from the socket, our timeout.
-StoreFailure = (RedisError, OSError, TimeoutError)
 # A change to the store: every record in it (revoked ones too) in, the one record to write out.
 _Change = Callable[[list[KeyRecord]], KeyRecord]
 
@@ -67,15 +64,7 @@ class SharedKeys:
     gateways follow. Every method is one bounded round trip (or one transaction)."""
 
     def __init__(self, url: str, *, prefix: str, timeout_s: float) -> None:
-        # As the warmth store: no retries inside redis-py, socket timeouts bound every call
-        # (a half-open connection fails instead of hanging), the caller decides what then.
-        self._redis = Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
+        self._redis = bounded_redis(url, timeout_s)
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.hash_key = f"{prefix}:keys"

@@ -34,8 +34,9 @@ from gateway.access.keys import (
     read_keys,
     revoke_key,
 )
-from gateway.access.shared_keys import SharedKeys, StoreFailure
+from gateway.access.shared_keys import SharedKeys
 from gateway.settings import STATE_SCHEMES, Settings, SettingsError, load_settings
+from gateway.shared_redis import StoreFailure
 
 # An operator's command, perhaps across a VPN to the Redis: longer than a request may wait
 # (state_timeout_s), short enough that a wrong address fails while they watch.

@@ -30,12 +30,10 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 import msgspec
-from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, WatchError
-from redis.retry import Retry
+from redis.exceptions import WatchError
 
 from gateway.clock import Clock, SystemClock
+from gateway.shared_redis import StoreFailure, bounded_redis
 from gateway.warmth.store import Change, MemoryStore, WarmthRecord
 
 log = logging.getLogger(__name__)
@@ -45,9 +43,6 @@ log = logging.getLogger(__name__)
 MAX_WATCH_RETRIES = 32
 REJOIN_AFTER_S = 1.0  # while degraded, one Redis attempt a second: cheap, and rejoins fast
 MAX_ERROR_CHARS = 200
-
-# What a failed Redis call may raise: its own errors, OSError from the socket, our timeout.
-StoreFailure = (RedisError, OSError, TimeoutError)
 
 
 class StoreHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,15 +67,7 @@ class RedisStore:
         on_error: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
-        # No retries inside redis-py: our own timeout bounds the call, and the local copy
-        # answers when it fails. Socket timeouts as well, so a half-open connection fails.
-        self._redis = Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
+        self._redis = bounded_redis(url, timeout_s)  # a failed call: the local copy answers
         self._prefix = prefix
         self._timeout_s = timeout_s
         self._rejoin_after_s = rejoin_after_s
