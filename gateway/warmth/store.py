@@ -343,9 +343,19 @@ def succeeded(cfg: TierWarmthConfig, now: float, latency_s: float) -> Change:
     return change
 
 
-def failed(cfg: TierWarmthConfig, now: float, error: str) -> Change:
+def failed(
+    cfg: TierWarmthConfig, now: float, error: str, seen_success: float | None = None
+) -> Change:
+    """A request to the tier failed. Down at the ``failures_to_down``-th failure in a row,
+    but only if the tier has not answered for ``down_after_silence_s``: an outage fails every
+    call, a mostly-working tier under load answers between its failures. ``seen_success`` is
+    the caller's own last success, which may not be stored yet (``record_success`` writes a
+    warm tier's successes at most every ``success_write_interval_s``)."""
+
     def change(old: WarmthRecord | None) -> WarmthRecord:
         record = effective(cfg, old or WarmthRecord(state="unknown", since=now), now)
+        if seen_success is not None and seen_success > (record.last_success or 0.0):
+            record = replace(record, last_success=seen_success)
         failures = record.failures + 1
         if record.state == "down" and record.lease_held(now):
             # The trial request failed (a request sent before the tier went down may end
@@ -357,7 +367,12 @@ def failed(cfg: TierWarmthConfig, now: float, error: str) -> Change:
                 lease_expires=None,
             )
         # While warming, the warm-up decides: requests held by a booting tier may time out.
-        to_down = record.state not in ("warming", "down") and failures >= cfg.failures_to_down
+        silent = (
+            record.last_success is None or now - record.last_success >= cfg.down_after_silence_s
+        )
+        to_down = (
+            record.state not in ("warming", "down") and failures >= cfg.failures_to_down and silent
+        )
         if to_down:
             return replace(
                 record,

@@ -9,7 +9,8 @@ States, each with the time it was entered (``since``)::
     warming          the startup deadline passes                          down
     warming          its lease expires unreleased (the worker died)       cold*
     warm             the scale-down window passes with no success         cold (presumed)
-    not warming      ``failures_to_down`` failures in a row               down
+    not warming      ``failures_to_down`` failures in a row, and no       down
+                     success for ``down_after_silence_s``
     down             its trial succeeds (a probe, a request, a warm-up)   warm
     down             its trial fails                                      down (longer backoff)
     down             warm_up once the next trial is due                   warming (the trial)
@@ -18,8 +19,9 @@ States, each with the time it was entered (``since``)::
 A scale-to-zero tier starts presumed ``cold`` (outside keep-warm): on Modal a request to a
 cold endpoint is held for the whole boot, so coldness is presumed, never learned by waiting.
 A ``warm`` tier whose last success is older than its scale-down window reads as ``cold``.
-``down`` (``failures_to_down`` consecutive failures, or a warm-up that missed the startup
-deadline) is left by a success. It is tried again by itself: the first trial is due
+``down`` (``failures_to_down`` consecutive failures with no success for
+``down_after_silence_s``, or a warm-up that missed the startup deadline) is left by a
+success. It is tried again by itself: the first trial is due
 ``down_retry_after_s`` after it went down, each failed one doubles the wait up to
 ``down_retry_max_s`` (``TierWarmthConfig.down_backoff_s``). A tier whose probes are free is
 tried by one probe (``run_recovery`` calls ``trigger_trial``); a scale-to-zero tier, where a
@@ -261,7 +263,7 @@ class WarmthTracker:
         """A request to the tier failed. ``error`` is shown in /status: pass a text made for
         clients (a GatewayError's detail), never an exception message that may hold a URL."""
         cfg, now = self._configs[tier], self.clock.time()
-        change = failed(cfg, now, error[:MAX_ERROR_CHARS])
+        change = failed(cfg, now, error[:MAX_ERROR_CHARS], self._cached(tier).last_success)
         self._remember(tier, change(self._cached(tier)))
         self._write_behind(tier, change)
 

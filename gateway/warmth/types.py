@@ -43,6 +43,14 @@ class TierWarmthConfig(msgspec.Struct, frozen=True, kw_only=True):
     expected_cold_start_s: float  # seeds the learned mean (dev 60 s, prod 424 s measured)
     startup_timeout_s: float  # a warm-up still unhealthy after this marks the tier down
     failures_to_down: int = 3  # one failure is noise, three in a row is an outage
+    # ... unless the tier also answered within this window. Answers of concurrent requests
+    # interleave, so at c=16 a tier failing 10 % of answers at random strings three failures
+    # together about once a minute (bench/results/fault-soak.md: 29,784 needless 503s in
+    # 10 min). A tier that answered in the last 5 s is not out; a dead one still goes down at
+    # its third failure once 5 s have passed since its last answer. 5 s is several times the
+    # 1 s cache through which workers see each other's records, so another worker's success
+    # counts; it is also the most an outage right after a success serves as 502s, not 503s.
+    down_after_silence_s: float = 5.0
     ewma_alpha: float = 0.3  # weight of the newest cold start: ~3 warm-ups to follow a change
     keep_warm: Schedule = OFF
     # A down tier's next trial comes this long after it went down, then twice as long after

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,6 +223,76 @@ async def test_a_success_between_failures_resets_the_count(tracker):
     for _ in range(2):
         tracker.record_failure("local", "refused")
     assert (await tracker.state("local")).state == "warm"
+
+
+def longest_streak(answers: list[bool]) -> int:
+    longest = streak = 0
+    for ok in answers:
+        streak = 0 if ok else streak + 1
+        longest = max(longest, streak)
+    return longest
+
+
+async def test_random_faults_between_successes_never_mark_a_working_tier_down(clock):
+    # bench/results/fault-soak.md: at c=16, a tier failing 10 % of answers at random strung
+    # three failures together about once a minute and flapped down. Two workers share the
+    # store, as the answers of concurrent requests interleave across them.
+    store = MemoryStore()
+    workers = [WarmthTracker({"local": LOCAL}, store, clock) for _ in range(2)]
+    faults = random.Random(20261130)  # seeded: the same answers on every run
+    answers = [faults.random() >= 0.1 for _ in range(5_000)]
+    assert longest_streak(answers) >= LOCAL.failures_to_down  # the old rule went down here
+    states = set()
+    for n, ok in enumerate(answers):
+        worker = workers[n % 2]
+        if ok:
+            worker.record_success("local", 0.05)
+        else:
+            worker.record_failure("local", "local answered 500")
+        await clock.advance(0.01)  # ~100 answers a second
+        states.add((await worker.state("local")).state)
+    assert states == {"warm"}
+    assert (await store.load("local")).state == "warm"
+    for worker in workers:
+        await worker.aclose()
+
+
+async def test_a_tier_dead_since_its_last_answer_goes_down_at_the_third_failure(tracker, clock):
+    tracker.record_success("local", 0.1)
+    await clock.advance(LOCAL.down_after_silence_s)  # then every call fails
+    for n in range(1, 4):
+        assert (await tracker.state("local")).state == "warm", n
+        tracker.record_failure("local", "tier local could not be reached")
+    down = await tracker.state("local")
+    assert (down.state, down.failures) == ("down", 3)
+
+
+async def test_an_outage_right_after_a_success_goes_down_once_the_tier_is_silent(tracker, clock):
+    tracker.record_success("local", 0.1)
+    for _ in range(16):  # every call now fails, and fast
+        await clock.advance(0.1)
+        tracker.record_failure("local", "tier local could not be reached")
+    assert (await tracker.state("local")).state == "warm"  # it answered 1.6 s ago
+    await clock.advance(LOCAL.down_after_silence_s - 1.6)
+    tracker.record_failure("local", "tier local could not be reached")
+    assert (await tracker.state("local")).state == "down"
+
+
+async def test_a_success_not_yet_written_still_keeps_the_tier_up(clock):
+    # Successes on a warm tier are written at most every success_write_interval_s: the
+    # failure's write must not read the stored, older last success as silence.
+    store = MemoryStore()
+    tracker = WarmthTracker({"local": LOCAL}, store, clock)
+    for _ in range(14):
+        tracker.record_success("local", 0.1)
+        await clock.advance(1)
+    assert (await store.load("local")).last_success == clock.time() - 14  # the rest unwritten
+    for _ in range(3):
+        tracker.record_failure("local", "local answered 500")
+    await clock.advance(0)
+    assert (await store.load("local")).state == "warm"
+    assert (await tracker.state("local", max_age_s=0)).state == "warm"
+    await tracker.aclose()
 
 
 async def test_failures_while_warming_leave_the_verdict_to_the_warm_up(tracker, clock):
