@@ -108,6 +108,9 @@ class TierFileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     # 5/60 s for free probes, 60/900 s for a Modal tier that scales to zero)
     down_retry_after_s: Seconds | None = None
     down_retry_max_s: Seconds | None = None
+    # Three failures in a row make a tier down only after this long without a success;
+    # unset: gateway.warmth.types.DOWN_AFTER_SILENCE_S (5 s, the reason is there).
+    down_after_silence_s: Seconds | None = None
 
 
 # What a browser script may read of an answer (docs/api.md, "Response headers"): CORS hides
@@ -213,6 +216,7 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     schema_retries: int = 2  # fresh samples after output breaks a lowered keyword
     down_retry_after_s: float | None = None  # None: the default for the tier's kind
     down_retry_max_s: float | None = None
+    down_after_silence_s: float | None = None  # None: DOWN_AFTER_SILENCE_S
 
     @property
     def configured(self) -> bool:
@@ -443,6 +447,7 @@ def load_settings(
             schema_retries=entry.schema_retries,
             down_retry_after_s=entry.down_retry_after_s,
             down_retry_max_s=entry.down_retry_max_s,
+            down_after_silence_s=entry.down_after_silence_s,
         )
     if file.default_tier not in tiers:
         raise SettingsError(f"{path}: default_tier: no tier named {file.default_tier!r}")

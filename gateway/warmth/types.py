@@ -28,6 +28,16 @@ FREE_PROBE_RETRY_MAX_S = 60.0  # a dead server is still looked at once a minute
 DOWN_BACKOFF_FACTOR = 2.0  # each failed trial doubles the wait: 5, 10, 20, 40, 60, 60 ...
 RECOVERY_TICK_S = 1.0  # a due trial starts within 1 s; a tick costs a cache read per tier
 
+# ``failures_to_down`` failures in a row make a tier down only if it has not answered for
+# this long. Answers of concurrent requests interleave, so at c=16 a tier failing 10 % of
+# its answers at random strung three failures together about once a minute (the fault soak,
+# bench/results/fault-soak.md: 29,784 of 87,433 answers 503). A tier that answered in the
+# last 5 s is not out; a dead one still goes down at its third failure once 5 s have passed
+# since its last answer. 5 s is several times the 1 s cache through which workers see each
+# other's records, so another worker's success counts; it is also the longest an outage
+# right after a success is answered 502/504 rather than 503 (down).
+DOWN_AFTER_SILENCE_S = 5.0
+
 # The embedded CPU tier has no entry in tiers.toml: its facts, measured (bench/results/).
 LOCAL_EXPECTED_COLD_START_S = 30.0  # first start converts GGUF (~30 s); later starts ~5 s
 LOCAL_STARTUP_TIMEOUT_S = 300.0  # a loaded 2-core machine can take minutes to import torch
@@ -42,15 +52,8 @@ class TierWarmthConfig(msgspec.Struct, frozen=True, kw_only=True):
     scaledown_window_s: float
     expected_cold_start_s: float  # seeds the learned mean (dev 60 s, prod 424 s measured)
     startup_timeout_s: float  # a warm-up still unhealthy after this marks the tier down
-    failures_to_down: int = 3  # one failure is noise, three in a row is an outage
-    # ... unless the tier also answered within this window. Answers of concurrent requests
-    # interleave, so at c=16 a tier failing 10 % of answers at random strings three failures
-    # together about once a minute (bench/results/fault-soak.md: 29,784 needless 503s in
-    # 10 min). A tier that answered in the last 5 s is not out; a dead one still goes down at
-    # its third failure once 5 s have passed since its last answer. 5 s is several times the
-    # 1 s cache through which workers see each other's records, so another worker's success
-    # counts; it is also the most an outage right after a success serves as 502s, not 503s.
-    down_after_silence_s: float = 5.0
+    failures_to_down: int = 3  # one failure is noise, three in a row is an outage ...
+    down_after_silence_s: float = DOWN_AFTER_SILENCE_S  # ... if nothing answered meanwhile
     ewma_alpha: float = 0.3  # weight of the newest cold start: ~3 warm-ups to follow a change
     keep_warm: Schedule = OFF
     # A down tier's next trial comes this long after it went down, then twice as long after
@@ -67,7 +70,8 @@ class TierWarmthConfig(msgspec.Struct, frozen=True, kw_only=True):
     def for_tier(cls, tier: Tier) -> TierWarmthConfig:
         """The one place a tier's warmth settings are built: tiers.toml's facts for a remote
         tier it describes, the embedded tier's measured ones otherwise; the keep-warm schedule
-        settings parsed; the down backoff by kind unless gateway.toml sets it."""
+        settings parsed; the down backoff by kind and the silence before down unless
+        gateway.toml sets them."""
         if tier.spec is not None and tier.kind != "local":
             scales_to_zero = tier.kind == "modal" and tier.spec.min_containers == 0
             scaledown_window_s = tier.spec.scaledown_window_s
@@ -91,6 +95,7 @@ class TierWarmthConfig(msgspec.Struct, frozen=True, kw_only=True):
             keep_warm=tier.keep_warm,
             down_retry_after_s=tier.down_retry_after_s or first,
             down_retry_max_s=tier.down_retry_max_s or cap,
+            down_after_silence_s=tier.down_after_silence_s or DOWN_AFTER_SILENCE_S,
         )
 
     def down_backoff_s(self, trials: int) -> float:

@@ -30,7 +30,9 @@ BODY = {"prompt": "Invent a person.", "schema": PERSON_SCHEMA}
 DENY = {"x-tier-fallback": "deny"}
 
 
-def config_file(tmp_path: Path, dev_kind: str, first_s: float, cap_s: float) -> Path:
+def config_file(
+    tmp_path: Path, dev_kind: str, first_s: float, cap_s: float, silence_s: float = 5.0
+) -> Path:
     path = tmp_path / "gateway.toml"
     path.write_text(
         f"""
@@ -42,6 +44,7 @@ kind = "{dev_kind}"
 fallback_mode = "deny"
 down_retry_after_s = {first_s}
 down_retry_max_s = {cap_s}
+down_after_silence_s = {silence_s}
 
 [tiers.prod]
 kind = "modal"
@@ -63,11 +66,12 @@ def test_a_killed_tier_restarted_10_s_later_serves_again_within_the_backoff(
     tmp_path: Path,
 ) -> None:
     """Scaled down from the issue's 10 s restart: killed, back 1 s later, backoff 0.5 s
-    doubling to 1 s; a probe (free on an `openai` tier) finds it, no request needed."""
+    doubling to 1 s, down after 0.5 s without an answer (5 s by default); a probe (free on
+    an `openai` tier) finds it, no request needed."""
     with standin_tier() as tier:
         port = tier.server_address[1]
         settings = load_settings(
-            config_file(tmp_path, "openai", 0.5, 1.0),
+            config_file(tmp_path, "openai", 0.5, 1.0, silence_s=0.5),
             environ={
                 "GATEWAY_TIER_DEV_URL": f"http://127.0.0.1:{port}",
                 "GATEWAY_LOCAL_TIER": "off",
@@ -76,7 +80,9 @@ def test_a_killed_tier_restarted_10_s_later_serves_again_within_the_backoff(
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
     try:
-        # the tier is gone (killed): three failures make it down
+        # the tier is gone (killed) and silent past down_after_silence_s (the start-up may
+        # have seen it healthy): three failures make it down
+        time.sleep(0.5)
         answers = [client.post("/generate", json=BODY) for _ in range(3)]
         assert [r.status_code for r in answers] == [503, 503, 503]
         down = client.post("/generate", json=BODY)

@@ -677,6 +677,7 @@ def test_configs_come_from_the_tiers_file(tmp_path):
         False,
     )
     assert (prod.down_retry_after_s, prod.down_retry_max_s) == (60.0, 900.0)  # a trial boots
+    assert prod.down_after_silence_s == 5.0
     dev = tiers["dev"]
     assert dev.spec is not None
     kept_up = msgspec.structs.replace(
@@ -689,7 +690,10 @@ def test_configs_come_from_the_tiers_file(tmp_path):
 
 
 def test_the_embedded_tier_has_its_measured_facts_and_gateway_toml_its_backoff(tmp_path):
-    tiers = tiers_of(tmp_path, "[tiers.dev]\ndown_retry_after_s = 2\ndown_retry_max_s = 30\n")
+    tiers = tiers_of(
+        tmp_path,
+        "[tiers.dev]\ndown_retry_after_s = 2\ndown_retry_max_s = 30\ndown_after_silence_s = 1\n",
+    )
     local = TierWarmthConfig.for_tier(tiers["dev"])  # no URL: the embedded CPU tier
     assert (local.kind, local.expected_cold_start_s, local.startup_timeout_s) == (
         "local",
@@ -698,3 +702,4 @@ def test_the_embedded_tier_has_its_measured_facts_and_gateway_toml_its_backoff(t
     )
     assert (local.scales_to_zero, local.keep_warm.mode) == (False, "off")
     assert (local.down_retry_after_s, local.down_retry_max_s) == (2.0, 30.0)
+    assert local.down_after_silence_s == 1.0
