@@ -35,7 +35,8 @@ RECOVERY_TICK_S = 1.0  # a due trial starts within 1 s; a tick costs a cache rea
 # last 5 s is not out; a dead one still goes down at its third failure once 5 s have passed
 # since its last answer. 5 s is several times the 1 s cache through which workers see each
 # other's records, so another worker's success counts; it is also the longest an outage
-# right after a success is answered 502/504 rather than 503 (down).
+# right after a success is still called (each request gets the tier's own 502/503/504)
+# rather than refused at once as down.
 DOWN_AFTER_SILENCE_S = 5.0
 
 # The embedded CPU tier has no entry in tiers.toml: its facts, measured (bench/results/).
