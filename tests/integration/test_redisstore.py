@@ -157,7 +157,7 @@ async def test_a_frozen_redis_costs_one_short_timeout_then_local_answers(
     redis_server: RedisServer,
 ) -> None:
     # 1 s, not the 0.25 s default: the first write must not time out on a loaded CI machine
-    store = RedisStore(redis_server.url, prefix="team-a", timeout_s=1.0)
+    store = RedisStore(redis_server.url, prefix="team-a", timeout_s=1.0, rejoin_after_s=0.5)
     try:
         await store.update("prod", lambda _: WarmthRecord(state="cold", since=1.0))
         redis_server.pause()  # connections stay open; nothing answers
@@ -172,7 +172,7 @@ async def test_a_frozen_redis_costs_one_short_timeout_then_local_answers(
         assert store.health().status == "degraded"
         assert store.health().errors == 1
         redis_server.resume()
-        await asyncio.sleep(1.0)  # rejoin_after_s, on the real clock
+        await asyncio.sleep(1.0)  # past rejoin_after_s (0.5 s), on the real clock
         assert await store.load("prod") == WarmthRecord(state="cold", since=1.0)
         assert store.health().status == "ok"
     finally:
