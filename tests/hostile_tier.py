@@ -24,6 +24,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
+from gateway.routing.tier_client import TierClient
+from gateway.settings import load_settings
+
 FAULTS = (
     "ok",
     "continue_100",  # 100 Continue, then the answer
@@ -369,3 +372,15 @@ FAULT_WRITERS: dict[str, Writer] = {
     name: globals()["_" + name]  # one writer per fault, named after it
     for name in FAULTS
 }
+
+
+def tier_client(url: str) -> TierClient:
+    """The shipping tier client (aiohttp, no injected transport) for tier ``dev`` at ``url``."""
+    settings = load_settings(
+        environ={
+            "GATEWAY_TIER_DEV_URL": url,
+            "GATEWAY_TIER_DEV_KIND": "openai",
+            "GATEWAY_LOCAL_TIER": "off",
+        }
+    )
+    return TierClient(settings.tiers["dev"], settings)  # no transport: aiohttp

@@ -13,16 +13,22 @@ import os
 import sys
 from collections.abc import Sequence
 
-from gateway.settings import SettingsError, load_settings
+from gateway.settings import Settings, SettingsError, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """The settings ``--config`` names, or None after saying what is wrong with them."""
+    try:
+        return load_settings(args.config)
+    except SettingsError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return None
 
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.ops.serving import serve
 
-    try:
-        settings = load_settings(args.config)
-    except SettingsError as exc:
-        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+    if (settings := _settings(args)) is None:
         return 2
     if not settings.keys_on and not args.no_auth and not _loopback(args.host):
         print(
@@ -47,10 +53,7 @@ def _loopback(host: str) -> bool:
 def _proxy_config(args: argparse.Namespace) -> int:
     from gateway.ops.front_proxy import render_nginx
 
-    try:
-        settings = load_settings(args.config)
-    except SettingsError as exc:
-        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+    if (settings := _settings(args)) is None:
         return 2
     print(render_nginx(settings, listen=args.listen, upstream=args.upstream), end="")
     return 0

@@ -34,7 +34,7 @@ from redis.exceptions import WatchError
 
 from gateway.clock import Clock, SystemClock
 from gateway.shared_redis import StoreFailure, bounded_redis
-from gateway.warmth.store import Change, MemoryStore, WarmthRecord
+from gateway.warmth.store import Change, MemoryStore, WarmthRecord, decode_record
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class RedisStore:
             self._failed(exc)
             return await self._local.load(tier)
         self._succeeded()
-        record = None if raw is None else _decode(tier, raw)
+        record = None if raw is None else decode_record(tier, raw)
         if record is not None:
             await self._local.update(tier, _replaced_by(record))
         return record
@@ -130,7 +130,7 @@ class RedisStore:
         self._succeeded()
         records = {}
         for name, raw in zip(names, raws, strict=True):
-            record = None if raw is None else _decode(name, raw)
+            record = None if raw is None else decode_record(name, raw)
             if record is not None:
                 records[name] = record
                 await self._local.update(name, _replaced_by(record))
@@ -166,7 +166,7 @@ class RedisStore:
                 try:
                     await pipe.watch(key)
                     raw = await pipe.get(key)
-                    old = None if raw is None else _decode(tier, raw)
+                    old = None if raw is None else decode_record(tier, raw)
                     record = change(old)
                     if record is old:  # nothing changed (a follower looking at a lease)
                         await pipe.unwatch()  # type: ignore[no-untyped-call]
@@ -209,12 +209,3 @@ class RedisStore:
 
 def _replaced_by(record: WarmthRecord) -> Change:
     return lambda old: record
-
-
-def _decode(tier: str, raw: bytes) -> WarmthRecord | None:
-    # As the SQLite store: a record another gateway version wrote is dropped, not fatal.
-    try:
-        return msgspec.json.decode(raw, type=WarmthRecord)
-    except msgspec.DecodeError:
-        log.warning("warmth store: unreadable record for tier %r ignored", tier)
-        return None

@@ -188,12 +188,12 @@ class SqliteStore:
 
     def _select(self, conn: sqlite3.Connection, tier: str) -> WarmthRecord | None:
         row = conn.execute("SELECT record FROM tier_warmth WHERE tier = ?", (tier,)).fetchone()
-        return None if row is None else _decode(tier, row[0])
+        return None if row is None else decode_record(tier, row[0])
 
     def _select_all(self, conn: sqlite3.Connection) -> dict[str, WarmthRecord]:
         records = {}
         for tier, raw in conn.execute("SELECT tier, record FROM tier_warmth"):
-            record = _decode(tier, raw)
+            record = decode_record(tier, raw)
             if record is not None:
                 records[tier] = record
         return records
@@ -462,7 +462,7 @@ def release(record: WarmthRecord, owner: str) -> WarmthRecord:
     return replace(record, lease_owner=None, lease_expires=None)
 
 
-def _decode(tier: str, raw: bytes) -> WarmthRecord | None:
+def decode_record(tier: str, raw: bytes) -> WarmthRecord | None:
     # A record an older or newer gateway wrote is worth less than a fresh start: the state is
     # re-learned from the next success or warm-up, so an unreadable row is dropped, not fatal.
     try:

@@ -12,23 +12,12 @@ import pytest
 from gateway.errors import BadUpstreamResponse, TierTimeout, UpstreamRejected
 from gateway.routing.tier_client import TierClient
 from gateway.settings import load_settings
-from tests.hostile_tier import HostileTier
+from tests.hostile_tier import HostileTier, tier_client
 
 
 async def drain(tier: TierClient, budget_s: float, idle_timeout_s: float = 60.0) -> bytes:
     async with tier.open_stream(b"{}", budget_s=budget_s, idle_timeout_s=idle_timeout_s) as s:
         return b"".join([chunk async for chunk in s.chunks()])
-
-
-def tier_client(url: str) -> TierClient:
-    settings = load_settings(
-        environ={
-            "GATEWAY_TIER_DEV_URL": url,
-            "GATEWAY_TIER_DEV_KIND": "openai",
-            "GATEWAY_LOCAL_TIER": "off",
-        }
-    )
-    return TierClient(settings.tiers["dev"], settings)  # no transport: aiohttp
 
 
 async def test_a_stream_yields_its_chunks_and_its_connection_is_reused(

@@ -14,7 +14,6 @@ import pytest
 import trustme
 
 from gateway.errors import BadUpstreamResponse, TierTimeout, TierUnavailable
-from gateway.routing.tier_client import TierClient
 from gateway.routing.tier_http import (
     AiohttpExchanger,
     BadAnswer,
@@ -22,7 +21,7 @@ from gateway.routing.tier_http import (
     RawRequest,
     RawResponse,
 )
-from gateway.settings import load_settings
+from tests.hostile_tier import tier_client
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 COMPLETION = (
@@ -159,17 +158,6 @@ async def test_refused_connection_and_early_hang_up_are_told_apart(serve, client
     with pytest.raises(BadAnswer):
         await client.post(await serve(hang_up) + "/x")
     assert requests == 1  # a fresh socket hung up on: that is the answer, never repeated
-
-
-def tier_client(url: str) -> TierClient:
-    settings = load_settings(
-        environ={
-            "GATEWAY_TIER_DEV_URL": url,
-            "GATEWAY_TIER_DEV_KIND": "openai",
-            "GATEWAY_LOCAL_TIER": "off",
-        }
-    )
-    return TierClient(settings.tiers["dev"], settings)  # no transport: aiohttp
 
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip", "deflate"])
